@@ -1,0 +1,88 @@
+"""The seam between a behaviour and the world it runs in.
+
+A behaviour never calls a clock, a socket or a hypervisor library itself: it is handed a
+``Context``. The simulator implements it on simpy virtual time, the real runtime on
+Thespian and libvirt. This is the one place where side effects cross into ``actors/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from random import Random
+from typing import Protocol
+
+from actors.inventory import VmDef
+from actors.states import Network
+
+
+class HypervisorPort(Protocol):
+    """A host's hypervisor. Calls return at once; results come back as messages.
+
+    ``start``/``stop``/``migrate`` answer with ``actors.messages.HvDone`` carrying the
+    same ``token``; guests that stop on their own produce ``actors.messages.GuestStopped``.
+    """
+
+    def start(self, vm: VmDef, token: int, cause: str) -> None: ...
+
+    def stop(self, vm: str, token: int, force: bool, fence: bool = False) -> None: ...
+
+    def migrate(self, vm: str, dest_host: str, token: int) -> None: ...
+
+    def running(self) -> Mapping[str, str]:
+        """Guests executing now: VM name -> storage pool name."""
+        ...
+
+
+class Context(Protocol):
+    """What a behaviour may do. One context per actor."""
+
+    @property
+    def address(self) -> str:
+        """This actor's address (``manager``, ``host/NAME``, ``vm/NAME``, ``pool/NAME``)."""
+        ...
+
+    @property
+    def random(self) -> Random:
+        """A generator seeded for this actor: the only source of randomness allowed."""
+        ...
+
+    @property
+    def hypervisor(self) -> HypervisorPort | None:
+        """The local hypervisor, for actors that live on a compute host; else None."""
+        ...
+
+    def now(self) -> float:
+        """Seconds on this actor's own clock (it may drift from other nodes' clocks)."""
+        ...
+
+    def send(self, to: str, msg: object, network: Network = Network.MANAGEMENT) -> None:
+        """Send without waiting; delivery is not guaranteed (links fail, hosts die)."""
+        ...
+
+    def set_timer(self, delay_s: float, msg: object) -> None:
+        """Deliver ``msg`` to this actor after ``delay_s``. Timers cannot be cancelled:
+        carry an epoch or request id in ``msg`` and ignore stale ones (as on Thespian)."""
+        ...
+
+    def spawn(self, address: str, behaviour: Behaviour) -> None:
+        """Create a child actor on this actor's node."""
+        ...
+
+    def publish(self, event: object) -> None:
+        """Hand a domain event (a VM view change, a host verdict) to the runtime, which
+        records it (trace, status table, store). It is not a message to any actor."""
+        ...
+
+    def log(self, text: str) -> None:
+        """A line for the operator's log."""
+        ...
+
+
+class Behaviour:
+    """Base of every actor behaviour: react to one message at a time."""
+
+    def on_start(self, ctx: Context) -> None:
+        """Called once when the actor is created (and again after its node restarts)."""
+
+    def receive(self, ctx: Context, msg: object) -> None:
+        """Handle one message. Unknown messages are ignored by convention."""

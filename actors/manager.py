@@ -1,0 +1,442 @@
+"""The HA manager: the management node's brain.
+
+It watches hosts (pings, then peer probes, storage heartbeats and power controllers
+once a host stops answering), turns that evidence into a verdict per host, hands out
+capacity, relays user requests to the VM actors and scans for stopped NeverStop VMs.
+
+A host's verdict moves Connected -> Disconnected -> gone (all its guests, when its
+power controller says it is off; the guests of some pools, under Force, once the
+self-fencing window passed without a heartbeat) and back to Connected when it answers
+``ha.host.check.successTimes`` pings in a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from actors.config import ConfigError, HaConfig
+from actors.context import Behaviour, Context
+from actors.inventory import MANAGER, Inventory, bmc_addr, host_addr, vm_addr
+from actors.messages import (
+    CheckHost,
+    CheckHostReply,
+    Claim,
+    ConfigPush,
+    Evacuate,
+    HostBooted,
+    HostEvent,
+    HostViewChanged,
+    Kick,
+    PlaceReply,
+    PlaceRequest,
+    Ping,
+    Pong,
+    PowerQuery,
+    PowerStatus,
+    Release,
+    Scan,
+    StopVm,
+    UserDeleteNetwork,
+    UserDetachNic,
+    UserMaintenance,
+    UserSetConfig,
+    UserSetHa,
+    UserStartVm,
+    UserStopVm,
+    Verdict,
+    VerdictRequest,
+)
+from actors.placement import Capacity, NoPlace, choose_host
+from actors.policy import manager_fence_window_s, self_fencing_on
+from actors.states import VmState
+
+PEERS_PER_CHECK = 3  # peers asked to probe a suspect host each round: bounded cost
+PING_RETRY_S = 1.0  # pause before re-pinging after one failed ping
+
+
+@dataclass(frozen=True)
+class _PingTick:
+    host: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class _PingTimeout:
+    host: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class _CheckTick:
+    host: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class _ScanTick:
+    pass
+
+
+@dataclass
+class HostTracker:
+    """What the manager knows about one host's liveness."""
+
+    name: str
+    connected: bool = True
+    all_gone: bool = False
+    gone_pools: set[str] = field(default_factory=set)
+    pools_ok: tuple[str, ...] = ()
+    ping_seq: int = 0
+    ping_outstanding: int | None = None
+    ping_epoch: int = 0
+    failures: int = 0
+    confirms: int = 0
+    check_epoch: int = 0
+    check_req: int = 0
+    round_sent_t: float = 0.0
+    replies: list[CheckHostReply] = field(default_factory=list)
+    round_advanced: bool = False
+    failed_rounds: int = 0
+    hb_seq: dict[str, int] = field(default_factory=dict)  # pool -> last seq seen
+    hb_seen_t: dict[str, float] = field(default_factory=dict)  # when that seq was first seen
+    hb_read_t: dict[str, float] = field(default_factory=dict)  # latest read still showing it
+
+    def status(self) -> str:
+        if self.connected:
+            return "Connected"
+        if self.all_gone:
+            return "PoweredOff"
+        if self.gone_pools:
+            return f"Fenced({','.join(sorted(self.gone_pools))})"
+        return "Disconnected"
+
+
+class HaManager(Behaviour):
+    def __init__(self, inventory: Inventory, config: HaConfig) -> None:
+        self.inventory = inventory
+        self.config = config
+        self.hosts = {h.name: h for h in inventory.hosts}
+        self.pools = {p.name: p for p in inventory.pools}
+        self.vms = {v.vm.name: v for v in inventory.vms}
+        self.cluster_hosts: dict[str, list[str]] = {}
+        for h in inventory.hosts:
+            self.cluster_hosts.setdefault(h.cluster, []).append(h.name)
+        self.trackers = {h.name: HostTracker(h.name, pools_ok=self._shared_pools(h.name))
+                         for h in inventory.hosts}
+        self.capacity = Capacity(self.hosts)
+        self.home: dict[str, str] = {}
+        self.by_home: dict[str, set[str]] = {h.name: set() for h in inventory.hosts}
+        self.maintenance: set[str] = set()
+        self.waiting: set[str] = set()
+        self.deleted_networks: set[tuple[str, str]] = set()
+        self.next_req = 0
+
+    def _shared_pools(self, host: str) -> tuple[str, ...]:
+        return tuple(p for p in self.hosts[host].pools if self.pools[p].shared)
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def on_start(self, ctx: Context) -> None:
+        from actors.vm import VmActor  # the manager spawns its VM actors
+
+        for init in self.inventory.vms:
+            self._set_home(init.vm.name, init.host)
+            if init.state is VmState.RUNNING:
+                self.capacity.reserve(init.vm, init.host)
+            ctx.spawn(vm_addr(init.vm.name), VmActor(init, self.config))
+        for name in sorted(self.hosts):
+            tracker = self.trackers[name]
+            ctx.set_timer(ctx.random.uniform(0, self.config.ping_interval_s), _PingTick(name, 0))
+            tracker.ping_epoch = 0
+        ctx.set_timer(self.config.scan_interval_s, _ScanTick())
+
+    def _set_home(self, vm: str, host: str) -> None:
+        old = self.home.get(vm)
+        if old is not None:
+            self.by_home[old].discard(vm)
+        self.home[vm] = host
+        self.by_home[host].add(vm)
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def receive(self, ctx: Context, msg: object) -> None:
+        if isinstance(msg, _PingTick):
+            tracker = self.trackers[msg.host]
+            if msg.epoch == tracker.ping_epoch:
+                self._ping(ctx, tracker)
+        elif isinstance(msg, Pong):
+            self._pong(ctx, msg)
+        elif isinstance(msg, _PingTimeout):
+            self._ping_timeout(ctx, msg)
+        elif isinstance(msg, HostBooted):
+            self._host_booted(ctx, msg.host)
+        elif isinstance(msg, _CheckTick):
+            self._check_tick(ctx, msg)
+        elif isinstance(msg, CheckHostReply):
+            self._check_reply(ctx, msg)
+        elif isinstance(msg, PowerStatus):
+            self._power_status(ctx, msg)
+        elif isinstance(msg, PlaceRequest):
+            self._place(ctx, msg)
+        elif isinstance(msg, Release):
+            if self.capacity.release(self.vms[msg.vm].vm, msg.host):
+                self._kick_waiting(ctx)
+        elif isinstance(msg, Claim):
+            self.capacity.reserve(self.vms[msg.vm].vm, msg.host)
+            self._set_home(msg.vm, msg.host)
+        elif isinstance(msg, VerdictRequest):
+            t = self.trackers[msg.host]
+            ctx.send(vm_addr(msg.vm), Verdict(msg.host, msg.req, t.connected,
+                                              tuple(sorted(t.gone_pools)), t.all_gone))
+        elif isinstance(msg, _ScanTick):
+            for vm in sorted(self.vms):
+                ctx.send(vm_addr(vm), Scan())
+            ctx.set_timer(self.config.scan_interval_s, _ScanTick())
+        else:
+            self._user(ctx, msg)
+
+    # -- users ---------------------------------------------------------------------------------
+
+    def _user(self, ctx: Context, msg: object) -> None:
+        if isinstance(msg, (UserStopVm, UserStartVm, UserSetHa)):
+            if msg.vm not in self.vms:
+                ctx.log(f"manager: no VM named {msg.vm!r}")
+                return
+            if isinstance(msg, UserSetHa):
+                init = self.vms[msg.vm]
+                self.vms[msg.vm] = type(init)(init.vm, msg.level, init.state, init.host)
+            ctx.send(vm_addr(msg.vm), msg)
+        elif isinstance(msg, UserSetConfig):
+            try:
+                self.config = self.config.with_key(msg.key, msg.value)
+            except ConfigError as err:
+                ctx.log(f"manager: config not changed: {err}")
+                return
+            push = ConfigPush(self.config)
+            for vm in sorted(self.vms):
+                ctx.send(vm_addr(vm), push)
+            for host in sorted(self.hosts):
+                ctx.send(host_addr(host), push)
+        elif isinstance(msg, UserMaintenance):
+            if msg.enter:
+                self.maintenance.add(msg.host)
+                for vm in sorted(self.by_home[msg.host]):
+                    ctx.send(vm_addr(vm), Evacuate(msg.host))
+            else:
+                self.maintenance.discard(msg.host)
+                self._kick_waiting(ctx)
+        elif isinstance(msg, UserDetachNic):
+            ctx.log(f"manager: {msg.vm} detached from {msg.network}: no HA action")
+        elif isinstance(msg, UserDeleteNetwork):
+            self.deleted_networks.add((msg.cluster, msg.network))
+            ctx.log(f"manager: {msg.network} deleted from {msg.cluster}: not probed any more")
+
+    # -- placement -----------------------------------------------------------------------------
+
+    def _place(self, ctx: Context, msg: PlaceRequest) -> None:
+        init = self.vms[msg.vm]
+        vm = init.vm
+        reason = NoPlace.NO_CAPACITY
+        if not vm.pool_shared:
+            owner = self.pools[vm.pool].host or ""
+            if owner in self.maintenance:
+                reason, candidates = NoPlace.MAINTENANCE, []
+            elif not self.trackers[owner].connected:
+                reason, candidates = NoPlace.HOST_DOWN, []
+            else:
+                candidates = [owner]
+        else:
+            candidates = [
+                h for h in self.cluster_hosts[vm.cluster]
+                if h not in msg.exclude and h not in self.maintenance
+                and self.trackers[h].connected and vm.pool in self.trackers[h].pools_ok
+            ]
+        host = choose_host(vm, self.capacity, candidates, msg.prefer)
+        if host is None:
+            self.waiting.add(msg.vm)
+            ctx.send(vm_addr(msg.vm), PlaceReply(msg.vm, msg.req, None, reason.value))
+            return
+        self.waiting.discard(msg.vm)
+        self.capacity.reserve(vm, host)
+        self._set_home(msg.vm, host)
+        ctx.send(vm_addr(msg.vm), PlaceReply(msg.vm, msg.req, host))
+
+    def _kick_waiting(self, ctx: Context) -> None:
+        waiting, self.waiting = sorted(self.waiting), set()
+        for vm in waiting:
+            ctx.send(vm_addr(vm), Kick())
+
+    # -- pings ---------------------------------------------------------------------------------
+
+    def _schedule_ping(self, ctx: Context, t: HostTracker, delay_s: float) -> None:
+        t.ping_epoch += 1
+        ctx.set_timer(delay_s, _PingTick(t.name, t.ping_epoch))
+
+    def _ping(self, ctx: Context, t: HostTracker) -> None:
+        t.ping_seq += 1
+        t.ping_outstanding = t.ping_seq
+        ctx.send(host_addr(t.name), Ping(t.ping_seq))
+        ctx.set_timer(self.config.ping_timeout_s, _PingTimeout(t.name, t.ping_seq))
+
+    def _pong(self, ctx: Context, msg: Pong) -> None:
+        t = self.trackers[msg.host]
+        if msg.seq != t.ping_outstanding:
+            return
+        t.ping_outstanding = None
+        t.failures = 0
+        t.pools_ok = msg.pools_ok
+        self._destroy_strays(ctx, msg)
+        if t.connected:
+            self._schedule_ping(ctx, t, self.config.ping_interval_s)
+            return
+        t.confirms += 1
+        if t.confirms >= self.config.host_check_success_times:
+            self._reconnect(ctx, t)
+        else:
+            self._schedule_ping(ctx, t, self.config.host_check_success_interval_s)
+
+    def _destroy_strays(self, ctx: Context, msg: Pong) -> None:
+        """A guest running on a host that is not its home is a copy HA no longer owns."""
+        for vm in msg.running:
+            home = self.home.get(vm)
+            if home is not None and home != msg.host and vm in self.vms:
+                ctx.log(f"manager: stray copy of {vm} on {msg.host} (home {home}): destroying")
+                self.next_req += 1
+                ctx.send(host_addr(msg.host), StopVm(vm, self.next_req, MANAGER, force=True))
+
+    def _ping_timeout(self, ctx: Context, msg: _PingTimeout) -> None:
+        t = self.trackers[msg.host]
+        if msg.seq != t.ping_outstanding:
+            return
+        t.ping_outstanding = None
+        t.failures += 1
+        t.confirms = 0
+        if not t.connected:
+            self._schedule_ping(ctx, t, self.config.host_check_interval_s)
+        elif t.failures >= self.config.ping_max_failure:
+            self._disconnect(ctx, t)
+        else:
+            self._schedule_ping(ctx, t, PING_RETRY_S)
+
+    def _host_booted(self, ctx: Context, host: str) -> None:
+        """A host (re)started its agent: its guests may be gone; look at once."""
+        t = self.trackers[host]
+        if t.connected:
+            self._broadcast(ctx, t)  # VM actors ask it what really runs
+        self._schedule_ping(ctx, t, 0.0)
+
+    def _publish(self, ctx: Context, t: HostTracker) -> None:
+        ctx.publish(HostViewChanged(t.name, t.status()))
+        ctx.log(f"manager: {t.name} is {t.status()}")
+
+    def _broadcast(self, ctx: Context, t: HostTracker) -> None:
+        event = HostEvent(t.name, t.connected, tuple(sorted(t.gone_pools)), t.all_gone)
+        for vm in sorted(self.by_home[t.name]):
+            ctx.send(vm_addr(vm), event)
+
+    def _disconnect(self, ctx: Context, t: HostTracker) -> None:
+        t.connected = False
+        t.failed_rounds = 0
+        t.replies = []
+        t.hb_seq.clear()
+        t.hb_seen_t.clear()
+        t.hb_read_t.clear()
+        self._publish(ctx, t)
+        self._broadcast(ctx, t)
+        t.check_epoch += 1
+        ctx.set_timer(0.0, _CheckTick(t.name, t.check_epoch))
+        self._schedule_ping(ctx, t, self.config.host_check_interval_s)
+
+    def _reconnect(self, ctx: Context, t: HostTracker) -> None:
+        t.connected = True
+        t.all_gone = False
+        t.gone_pools.clear()
+        t.check_epoch += 1  # ends the check rounds
+        self._publish(ctx, t)
+        self._broadcast(ctx, t)
+        self._kick_waiting(ctx)
+        self._schedule_ping(ctx, t, self.config.ping_interval_s)
+
+    # -- checks of a disconnected host -----------------------------------------------------------
+
+    def _check_tick(self, ctx: Context, msg: _CheckTick) -> None:
+        t = self.trackers[msg.host]
+        if msg.epoch != t.check_epoch or t.connected or t.all_gone:
+            return
+        if t.check_req:
+            self._evaluate_round(ctx, t)
+        self._start_round(ctx, t)
+        ctx.set_timer(self.config.host_check_interval_s, _CheckTick(t.name, t.check_epoch))
+
+    def _start_round(self, ctx: Context, t: HostTracker) -> None:
+        info = self.hosts[t.name]
+        self.next_req += 1
+        t.check_req = self.next_req
+        t.round_sent_t = ctx.now()
+        t.replies = []
+        t.round_advanced = False
+        if info.power_controller:
+            ctx.send(bmc_addr(t.name), PowerQuery(t.name, t.check_req, MANAGER))
+        peers = [h for h in self.cluster_hosts[info.cluster]
+                 if h != t.name and self.trackers[h].connected]
+        if len(peers) > PEERS_PER_CHECK:
+            peers = sorted(ctx.random.sample(peers, PEERS_PER_CHECK))
+        pools = self._shared_pools(t.name)
+        for peer in peers:
+            networks = tuple(
+                n for n in info.networks
+                if n in self.hosts[peer].networks and (info.cluster, n.value) not in self.deleted_networks
+            )
+            ctx.send(host_addr(peer), CheckHost(t.name, t.check_req, networks, pools))
+
+    def _check_reply(self, ctx: Context, msg: CheckHostReply) -> None:
+        t = self.trackers[msg.target]
+        if msg.req != t.check_req or t.connected:
+            return
+        t.replies.append(msg)
+        now = ctx.now()
+        for pool, seq in msg.heartbeats:
+            seen = t.hb_seq.get(pool)
+            if seen is None or seq > seen:
+                if seen is not None:
+                    t.round_advanced = True
+                t.hb_seq[pool] = seq
+                t.hb_seen_t[pool] = now
+                t.hb_read_t.pop(pool, None)
+            elif seq == seen:
+                t.hb_read_t[pool] = max(t.hb_read_t.get(pool, t.round_sent_t), t.round_sent_t)
+
+    def _evaluate_round(self, ctx: Context, t: HostTracker) -> None:
+        """Count a failed round when enough peers agree the host is unreachable and its
+        heartbeat stood still; under Force, declare pools fenced once the window passed."""
+        if t.replies:
+            unreachable = sum(1 for r in t.replies if not r.reachable)
+            if t.round_advanced or unreachable / len(t.replies) < self.config.host_check_success_ratio:
+                t.failed_rounds = 0
+            else:
+                t.failed_rounds += 1
+        if t.failed_rounds < self.config.host_check_max_attempts or not self_fencing_on(self.config):
+            return
+        window_s = manager_fence_window_s(self.config)
+        timeout_s = self.config.self_fencer_storage_timeout_s
+        newly = set()
+        for pool in self._shared_pools(t.name):
+            read_t = t.hb_read_t.get(pool)
+            if read_t is None or pool in t.gone_pools:
+                continue
+            if read_t - timeout_s - t.hb_seen_t[pool] >= window_s:
+                newly.add(pool)
+        if newly:
+            t.gone_pools |= newly
+            self._publish(ctx, t)
+            self._broadcast(ctx, t)
+
+    def _power_status(self, ctx: Context, msg: PowerStatus) -> None:
+        t = self.trackers[msg.host]
+        if msg.powered_on or t.connected or t.all_gone:
+            return
+        t.all_gone = True
+        t.check_epoch += 1
+        self._publish(ctx, t)
+        self._broadcast(ctx, t)
+

@@ -1,0 +1,328 @@
+"""Every message the behaviours exchange: frozen, picklable dataclasses.
+
+Replies carry the ``req`` of their request so that late answers to abandoned requests
+are recognised and ignored; senders put their own address in ``reply_to`` because a
+runtime may not tell a behaviour who sent a message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from actors.config import HaConfig
+from actors.inventory import VmDef
+from actors.states import HaLevel, Network, StopReason, VmState
+
+# --- manager <-> host agent: liveness -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ping:
+    seq: int
+
+
+@dataclass(frozen=True)
+class Pong:
+    host: str
+    seq: int
+    running: tuple[str, ...]
+    pools_ok: tuple[str, ...]  # shared pools whose heartbeat is fresh on this host
+
+
+@dataclass(frozen=True)
+class HostBooted:
+    host: str
+
+
+@dataclass(frozen=True)
+class ConfigPush:
+    config: HaConfig
+
+
+@dataclass(frozen=True)
+class CheckHost:
+    """Manager asks a peer to probe ``target`` over each network and read its heartbeats."""
+
+    target: str
+    req: int
+    networks: tuple[Network, ...]
+    pools: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CheckHostReply:
+    peer: str
+    target: str
+    req: int
+    reachable: tuple[Network, ...]
+    heartbeats: tuple[tuple[str, int], ...]  # (pool, last sequence number seen there)
+
+
+@dataclass(frozen=True)
+class ProbePing:
+    reply_to: str
+    req: int
+    network: Network
+
+
+@dataclass(frozen=True)
+class ProbePong:
+    target: str
+    req: int
+    network: Network
+
+
+@dataclass(frozen=True)
+class PowerQuery:
+    host: str
+    req: int
+    reply_to: str
+
+
+@dataclass(frozen=True)
+class PowerStatus:
+    host: str
+    req: int
+    powered_on: bool
+
+
+# --- storage heartbeat ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeartbeatWrite:
+    host: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class HeartbeatAck:
+    pool: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class HeartbeatRead:
+    host: str
+    req: int
+    reply_to: str
+
+
+@dataclass(frozen=True)
+class HeartbeatValue:
+    pool: str
+    host: str
+    req: int
+    seq: int  # -1 when the host never wrote here
+
+
+# --- VM actor <-> host agent: guest operations --------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartVm:
+    vm: VmDef
+    req: int
+    reply_to: str
+    cause: str  # "ha" or "user": recorded by the runtime with the run
+
+
+@dataclass(frozen=True)
+class StopVm:
+    vm: str
+    req: int
+    reply_to: str
+    force: bool
+
+
+@dataclass(frozen=True)
+class MigrateVm:
+    vm: str
+    dest: str
+    req: int
+    reply_to: str
+
+
+@dataclass(frozen=True)
+class QueryVm:
+    vm: str
+    req: int
+    reply_to: str
+
+
+@dataclass(frozen=True)
+class OpReply:
+    """Answer to StartVm, StopVm, MigrateVm or QueryVm. For a query, ``ok`` means the
+    guest is running there."""
+
+    host: str
+    vm: str
+    req: int
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class GuestFailed:
+    """A host tells a VM actor that its guest died without being asked to."""
+
+    host: str
+    vm: str
+    reason: StopReason
+
+
+# --- hypervisor port -> host agent --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HvDone:
+    token: int
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class GuestStopped:
+    vm: str
+    reason: StopReason
+
+
+# --- VM actor <-> manager -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlaceRequest:
+    vm: str
+    req: int
+    prefer: str | None
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlaceReply:
+    vm: str
+    req: int
+    host: str | None
+    reason: str = ""  # why no host: see actors.placement.NoPlace
+
+
+@dataclass(frozen=True)
+class Release:
+    """The VM no longer uses ``host`` (stopped there, or migrated away)."""
+
+    vm: str
+    host: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The VM was found running on ``host``: account for it there."""
+
+    vm: str
+    host: str
+
+
+@dataclass(frozen=True)
+class VerdictRequest:
+    vm: str
+    host: str
+    req: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The manager's judgement of a host, as it stands."""
+
+    host: str
+    req: int
+    connected: bool
+    gone_pools: tuple[str, ...]  # pools whose guests on this host are provably not running
+    all_gone: bool  # powered off: no guest of this host is running
+
+
+@dataclass(frozen=True)
+class HostEvent:
+    """Manager -> VM actors whose home is ``host``: its verdict changed."""
+
+    host: str
+    connected: bool
+    gone_pools: tuple[str, ...]
+    all_gone: bool
+
+
+@dataclass(frozen=True)
+class Evacuate:
+    """The VM's host enters maintenance: migrate away (shared) or stop (local)."""
+
+    host: str
+
+
+@dataclass(frozen=True)
+class Kick:
+    """Something changed that may let a waiting VM start: try again now."""
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Periodic scan (ha.neverStopVm.scan.interval) for stopped NeverStop VMs."""
+
+
+@dataclass(frozen=True)
+class VmViewChanged:
+    """Published by VM actors: the state users see."""
+
+    vm: str
+    state: VmState
+    host: str | None
+
+
+# --- users -> manager (API) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserStopVm:
+    vm: str
+    no_restart: bool = False
+
+
+@dataclass(frozen=True)
+class UserStartVm:
+    vm: str
+
+
+@dataclass(frozen=True)
+class UserSetHa:
+    vm: str
+    level: HaLevel
+
+
+@dataclass(frozen=True)
+class UserSetConfig:
+    key: str
+    value: object
+
+
+@dataclass(frozen=True)
+class UserMaintenance:
+    host: str
+    enter: bool
+
+
+@dataclass(frozen=True)
+class UserDetachNic:
+    vm: str
+    network: str
+
+
+@dataclass(frozen=True)
+class UserDeleteNetwork:
+    cluster: str
+    network: str
+
+
+@dataclass(frozen=True)
+class HostViewChanged:
+    """Published by the manager: its judgement of a host changed."""
+
+    host: str
+    status: str  # "Connected", "Disconnected", "PoweredOff", "Fenced(pools)"

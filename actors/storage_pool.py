@@ -1,0 +1,27 @@
+"""A shared storage pool as an actor: the place where hosts leave heartbeats.
+
+It keeps, per host, the highest heartbeat sequence number written. Readers compare
+sequence numbers over time; nobody compares clocks across machines.
+"""
+
+from __future__ import annotations
+
+from actors.context import Behaviour, Context
+from actors.inventory import host_addr
+from actors.messages import HeartbeatAck, HeartbeatRead, HeartbeatValue, HeartbeatWrite
+from actors.states import Network
+
+
+class StoragePool(Behaviour):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.heartbeats: dict[str, int] = {}
+
+    def receive(self, ctx: Context, msg: object) -> None:
+        if isinstance(msg, HeartbeatWrite):
+            if msg.seq > self.heartbeats.get(msg.host, -1):
+                self.heartbeats[msg.host] = msg.seq
+            ctx.send(host_addr(msg.host), HeartbeatAck(self.name, msg.seq), Network.STORAGE)
+        elif isinstance(msg, HeartbeatRead):
+            seq = self.heartbeats.get(msg.host, -1)
+            ctx.send(msg.reply_to, HeartbeatValue(self.name, msg.host, msg.req, seq), Network.STORAGE)

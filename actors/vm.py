@@ -1,0 +1,381 @@
+"""One actor per VM, on the management node: the VM's lifecycle as users see it.
+
+It owns the VM's HA intent (level, "do not restart") and drives guest operations on
+host agents directly; the manager tells it about hosts and hands out capacity. The
+invariant it keeps: it orders a start on another host only after the manager has said
+that the previous host's copy is provably gone (powered off, or fenced).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from actors.config import HaConfig
+from actors.context import Behaviour, Context
+from actors.inventory import MANAGER, VmInit, host_addr
+from actors.messages import (
+    ConfigPush,
+    Evacuate,
+    GuestFailed,
+    HostEvent,
+    Kick,
+    MigrateVm,
+    OpReply,
+    PlaceReply,
+    PlaceRequest,
+    QueryVm,
+    Release,
+    Scan,
+    StartVm,
+    StopVm,
+    UserSetHa,
+    UserStartVm,
+    UserStopVm,
+    Verdict,
+    VerdictRequest,
+    VmViewChanged,
+)
+from actors.placement import NoPlace
+from actors.states import HaLevel, VmState
+
+START_TIMEOUT_S = 120.0  # a start not answered by then: the guest may or may not run
+STOP_TIMEOUT_S = 60.0
+MIGRATE_TIMEOUT_S = 600.0
+
+
+class Op(Enum):
+    """The one operation a VM actor may have in flight."""
+
+    NONE = "none"
+    PLACE = "place"  # waiting for the manager to pick a host for a start
+    START = "start"
+    STOP = "stop"  # a user's (or maintenance) stop
+    CLEANUP = "cleanup"  # making sure a crashed guest's remains are gone
+    PLACE_MIGRATE = "place-migrate"
+    MIGRATE = "migrate"
+    QUERY = "query"  # asking the host whether the guest runs there
+    VERDICT = "verdict"  # asking the manager what it knows of the host
+
+
+@dataclass(frozen=True)
+class _Timeout:
+    req: int
+
+
+@dataclass(frozen=True)
+class _Retry:
+    epoch: int
+
+
+@dataclass(frozen=True)
+class _Poll:
+    epoch: int
+
+
+class VmActor(Behaviour):
+    def __init__(self, init: VmInit, config: HaConfig) -> None:
+        self.vm = init.vm
+        self.name = init.vm.name
+        self.level = init.level
+        self.config = config
+        self.state = init.state
+        self.host = init.host  # where it runs, or its home host while stopped
+        self.no_restart = False
+        self.op = Op.NONE
+        self.req = 0
+        self.cause = "ha"
+        self.migrate_dest = ""
+        self.retry_delay_s = config.retry_delay_s
+        self.retry_epoch = 0
+        self.retry_pending = False
+        self.host_down_cycle = False  # its only host is down: repeat Unknown->Recovering->Stopped
+        self.stop_requested = False
+        self.evacuate_requested = False
+        self.poll_epoch = 0
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def wants_ha_restart(self) -> bool:
+        return self.config.enable and self.level is HaLevel.NEVER_STOP and not self.no_restart
+
+    def _set(self, ctx: Context, state: VmState) -> None:
+        if state is not self.state:
+            self.state = state
+            self._publish(ctx)
+
+    def _publish(self, ctx: Context) -> None:
+        host = None if self.state is VmState.STOPPED else self.host
+        ctx.publish(VmViewChanged(self.name, self.state, host))
+
+    def _begin(self, ctx: Context, op: Op, timeout_s: float | None) -> int:
+        self.op = op
+        self.req += 1
+        if timeout_s is not None:
+            ctx.set_timer(timeout_s, _Timeout(self.req))
+        return self.req
+
+    def _end(self) -> None:
+        self.op = Op.NONE
+        self.req += 1  # any late reply to the finished operation is now stale
+
+    # -- entry -----------------------------------------------------------------------------------
+
+    def on_start(self, ctx: Context) -> None:
+        self._publish(ctx)
+
+    def receive(self, ctx: Context, msg: object) -> None:
+        if isinstance(msg, OpReply):
+            if msg.req == self.req:
+                self._op_reply(ctx, msg)
+        elif isinstance(msg, PlaceReply):
+            if msg.req == self.req:
+                self._placed(ctx, msg)
+        elif isinstance(msg, Verdict):
+            if msg.req == self.req and self.op is Op.VERDICT:
+                self._end()
+                self._judge(ctx, msg.connected, msg.all_gone or self.vm.pool in msg.gone_pools)
+        elif isinstance(msg, _Timeout):
+            if msg.req == self.req:
+                self._timed_out(ctx)
+        elif isinstance(msg, _Retry):
+            if msg.epoch == self.retry_epoch:
+                self.retry_pending = False
+                self._retry(ctx)
+        elif isinstance(msg, _Poll):
+            if msg.epoch == self.poll_epoch and self.state is VmState.UNKNOWN and self.op is Op.NONE:
+                self._query(ctx)
+        elif isinstance(msg, GuestFailed):
+            self._guest_failed(ctx, msg)
+        elif isinstance(msg, HostEvent):
+            self._host_event(ctx, msg)
+        else:
+            self._command(ctx, msg)
+
+    def _command(self, ctx: Context, msg: object) -> None:
+        if isinstance(msg, UserStopVm):
+            self.no_restart = msg.no_restart
+            self.stop_requested = self.state is not VmState.STOPPED
+            self._follow_up(ctx)
+        elif isinstance(msg, UserStartVm):
+            self.no_restart = False
+            self.stop_requested = False
+            if self.state is VmState.STOPPED and self.op is Op.NONE:
+                self._try_start(ctx, "user")
+        elif isinstance(msg, UserSetHa):
+            self.level = msg.level
+        elif isinstance(msg, ConfigPush):
+            was_enabled = self.config.enable
+            self.config = msg.config
+            if self.config.enable and not was_enabled:
+                self._resume(ctx)
+        elif isinstance(msg, Scan):
+            if not self.retry_pending:
+                self._resume(ctx)
+        elif isinstance(msg, Kick):
+            self.host_down_cycle = False  # its host may be back: ask for a place first
+            self._resume(ctx)
+        elif isinstance(msg, Evacuate):
+            if msg.host == self.host:
+                self.evacuate_requested = self.state is not VmState.STOPPED
+                self._follow_up(ctx)
+
+    def _resume(self, ctx: Context) -> None:
+        """Start a stopped NeverStop VM now, or look again at an Unknown one."""
+        if self.op is not Op.NONE:
+            return
+        if self.state is VmState.STOPPED and self.wants_ha_restart():
+            self.retry_epoch += 1
+            self.retry_pending = False
+            self._retry(ctx)
+        elif self.state is VmState.UNKNOWN:
+            self._query(ctx)
+
+    def _follow_up(self, ctx: Context) -> None:
+        """Carry out a stop or an evacuation that had to wait for a running guest."""
+        if self.op is not Op.NONE or self.state is not VmState.RUNNING:
+            return
+        if self.stop_requested:
+            self.stop_requested = False
+            self.evacuate_requested = False
+            self._set(ctx, VmState.STOPPING)
+            req = self._begin(ctx, Op.STOP, STOP_TIMEOUT_S)
+            ctx.send(host_addr(self.host), StopVm(self.name, req, ctx.address, force=False))
+        elif self.evacuate_requested:
+            self.evacuate_requested = False
+            if self.vm.pool_shared:
+                req = self._begin(ctx, Op.PLACE_MIGRATE, None)
+                ctx.send(MANAGER, PlaceRequest(self.name, req, None, (self.host,)))
+            else:
+                self._set(ctx, VmState.STOPPING)
+                req = self._begin(ctx, Op.STOP, STOP_TIMEOUT_S)
+                ctx.send(host_addr(self.host), StopVm(self.name, req, ctx.address, force=False))
+
+    # -- starting --------------------------------------------------------------------------------
+
+    def _try_start(self, ctx: Context, cause: str, exclude: tuple[str, ...] = ()) -> None:
+        self.cause = cause
+        req = self._begin(ctx, Op.PLACE, None)
+        ctx.send(MANAGER, PlaceRequest(self.name, req, self.host, exclude))
+
+    def _placed(self, ctx: Context, msg: PlaceReply) -> None:
+        if self.op is Op.PLACE_MIGRATE:
+            self._end()
+            if msg.host is None:
+                self.evacuate_requested = False
+                self.stop_requested = True  # nowhere to go: stop it, as for local storage
+                self._follow_up(ctx)
+                return
+            self.migrate_dest = msg.host
+            self._set(ctx, VmState.MIGRATING)
+            req = self._begin(ctx, Op.MIGRATE, MIGRATE_TIMEOUT_S)
+            ctx.send(host_addr(self.host), MigrateVm(self.name, msg.host, req, ctx.address))
+            return
+        self._end()
+        if msg.host is None:
+            self.host_down_cycle = msg.reason == NoPlace.HOST_DOWN.value
+            self._set(ctx, VmState.STOPPED)
+            self._schedule_retry(ctx)
+            return
+        self.host = msg.host
+        self.host_down_cycle = False
+        self._set(ctx, VmState.STARTING)
+        req = self._begin(ctx, Op.START, START_TIMEOUT_S)
+        ctx.send(host_addr(self.host), StartVm(self.vm, req, ctx.address, self.cause))
+
+    def _schedule_retry(self, ctx: Context) -> None:
+        if self.retry_pending:
+            return
+        self.retry_epoch += 1
+        self.retry_pending = True
+        ctx.set_timer(self.retry_delay_s, _Retry(self.retry_epoch))
+        self.retry_delay_s = min(self.retry_delay_s * 2, self.config.retry_max_interval_s)
+
+    def _retry(self, ctx: Context) -> None:
+        if self.state is not VmState.STOPPED or self.op is not Op.NONE or not self.wants_ha_restart():
+            return
+        if self.host_down_cycle:
+            # Its only host is down: look at that host again before trying to start.
+            self._set(ctx, VmState.UNKNOWN)
+            self._query(ctx)
+        else:
+            self._try_start(ctx, "ha")
+
+    # -- replies and timeouts ----------------------------------------------------------------------
+
+    def _op_reply(self, ctx: Context, msg: OpReply) -> None:
+        op = self.op
+        self._end()
+        if op is Op.START:
+            if msg.ok:
+                self.retry_delay_s = self.config.retry_delay_s
+                self._set(ctx, VmState.RUNNING)
+                self._follow_up(ctx)
+            else:
+                ctx.log(f"{self.name}: start on {self.host} failed: {msg.error}")
+                self._stopped(ctx, restart=False)
+                self._schedule_retry(ctx)
+        elif op in (Op.STOP, Op.CLEANUP):
+            if msg.ok:
+                self._stopped(ctx, restart=True)
+            else:
+                self._unknown(ctx)
+        elif op is Op.MIGRATE:
+            if msg.ok:
+                ctx.send(MANAGER, Release(self.name, self.host))
+                self.host = self.migrate_dest
+                self._set(ctx, VmState.RUNNING)
+            else:
+                ctx.send(MANAGER, Release(self.name, self.migrate_dest))
+                self._set(ctx, VmState.RUNNING)
+            self._follow_up(ctx)
+        elif op is Op.QUERY:
+            if msg.ok:
+                self._set(ctx, VmState.RUNNING)
+                self._follow_up(ctx)
+            else:
+                self._stopped(ctx, restart=True)
+
+    def _timed_out(self, ctx: Context) -> None:
+        op = self.op
+        self._end()
+        if op is Op.CLEANUP:
+            self._stopped(ctx, restart=True)  # the host reported the guest dead already
+        elif op is Op.QUERY:
+            req = self._begin(ctx, Op.VERDICT, None)
+            ctx.send(MANAGER, VerdictRequest(self.name, self.host, req))
+        elif op is Op.MIGRATE:
+            ctx.send(MANAGER, Release(self.name, self.migrate_dest))
+            self._unknown(ctx)
+        else:
+            self._unknown(ctx)
+
+    def _stopped(self, ctx: Context, restart: bool) -> None:
+        """The guest is provably not running on ``self.host`` any more."""
+        ctx.send(MANAGER, Release(self.name, self.host))
+        self._set(ctx, VmState.STOPPED)
+        if restart and self.wants_ha_restart():
+            self._try_start(ctx, "ha")
+
+    # -- Unknown: finding out whether the guest still runs --------------------------------------------
+
+    def _unknown(self, ctx: Context) -> None:
+        self._set(ctx, VmState.UNKNOWN)
+        self._schedule_poll(ctx, self.config.host_check_interval_s)
+
+    def _schedule_poll(self, ctx: Context, delay_s: float) -> None:
+        self.poll_epoch += 1
+        ctx.set_timer(delay_s, _Poll(self.poll_epoch))
+
+    def _query(self, ctx: Context) -> None:
+        req = self._begin(ctx, Op.QUERY, self.config.ping_timeout_s)
+        ctx.send(host_addr(self.host), QueryVm(self.name, req, ctx.address))
+
+    def _judge(self, ctx: Context, connected: bool, gone: bool) -> None:
+        """Act on the manager's verdict about the host of an Unknown VM."""
+        if gone:
+            self._host_gone(ctx)
+        elif connected:
+            self._schedule_poll(ctx, 1.0)
+        else:
+            self._schedule_poll(ctx, self.config.host_check_interval_s)
+
+    def _host_gone(self, ctx: Context) -> None:
+        """Its host is powered off or has fenced it: no copy runs anywhere."""
+        if self.op is Op.MIGRATE:
+            ctx.send(MANAGER, Release(self.name, self.migrate_dest))
+        self._end()
+        if self.wants_ha_restart():
+            ctx.send(MANAGER, Release(self.name, self.host))
+            self._set(ctx, VmState.RECOVERING)
+            self._try_start(ctx, "ha", exclude=(self.host,) if self.vm.pool_shared else ())
+        else:
+            self._stopped(ctx, restart=False)
+
+    def _host_event(self, ctx: Context, msg: HostEvent) -> None:
+        if msg.host != self.host or self.state is VmState.STOPPED:
+            return
+        gone = msg.all_gone or self.vm.pool in msg.gone_pools
+        if gone:
+            if self.state is VmState.RUNNING:
+                self._set(ctx, VmState.UNKNOWN)
+            if self.state is not VmState.RECOVERING and self.op is not Op.PLACE:
+                self._host_gone(ctx)
+        elif not msg.connected:
+            if self.state is VmState.RUNNING and self.op is Op.NONE:
+                self._unknown(ctx)
+        elif self.state in (VmState.UNKNOWN, VmState.RUNNING) and self.op is Op.NONE:
+            self._query(ctx)  # back, or rebooted: ask what really runs there
+
+    def _guest_failed(self, ctx: Context, msg: GuestFailed) -> None:
+        """The guest died on its host (crash, or the host's self-fencer)."""
+        if msg.host != self.host or self.state in (VmState.STOPPED, VmState.STOPPING):
+            return
+        if self.state is VmState.RECOVERING:
+            return
+        ctx.log(f"{self.name}: guest failed on {msg.host}: {msg.reason.value}")
+        if self.op is Op.MIGRATE:
+            ctx.send(MANAGER, Release(self.name, self.migrate_dest))
+        self._set(ctx, VmState.STOPPING)
+        req = self._begin(ctx, Op.CLEANUP, STOP_TIMEOUT_S)
+        ctx.send(host_addr(self.host), StopVm(self.name, req, ctx.address, force=True))

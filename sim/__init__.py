@@ -1,0 +1,1 @@
+"""The simulated cluster: neverstop's behaviours on simpy virtual time, with faults."""

@@ -1,0 +1,155 @@
+"""The ``neverstop`` command line.
+
+Exit codes: 0 all good, 1 a scenario failed (expectation or checker), 2 bad input
+(a malformed file or bad arguments); never a traceback for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import NoReturn
+
+from actors.config import PROFILES, ConfigError
+from sim.scenario import ScenarioError, load_scenario
+from sim.spec import Scenario
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    top = Parser(prog="neverstop", description="VM high availability (ZStack NeverStop) as actors: "
+                 "simulate it, measure it, run it.")
+    groups = top.add_subparsers(dest="group", required=True, parser_class=Parser)
+    sim = groups.add_parser("sim", help="run scenarios on the simulated cluster",
+                            description="Scenarios on the simulated cluster (simpy virtual time).")
+    sub = sim.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    run = sub.add_parser("run", help="run scenario files and check their expectations",
+                         description="Run each scenario, print VM state changes as they happen, the "
+                         "final VM list and PASS/FAIL per expectation. Exit 0 when every expectation "
+                         "holds and no checker fired, 1 otherwise, 2 on a malformed file.")
+    run.add_argument("files", nargs="+", metavar="FILE", help="scenario TOML files")
+    run.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH ('-' for stdout); "
+                     "one object per file, a list when several files are given")
+    run.add_argument("--plot", metavar="PNG", help="draw the VM state timeline; with several files, "
+                     "each gets PNG's name with the scenario file's stem appended")
+    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--profile", choices=sorted(PROFILES), help="override the scenario's profile "
+                     "(its [ha] overrides still apply)")
+    run.add_argument("-q", "--quiet", action="store_true", help="do not print state changes as they happen")
+
+    val = sub.add_parser("validate", help="check scenario files without running them",
+                         description="Parse and check scenario files; exit 0 when all are valid, 2 if not.")
+    val.add_argument("files", nargs="+", metavar="FILE")
+    return top
+
+
+def with_profile(scenario: Scenario, profile: str) -> Scenario:
+    config = PROFILES[profile]
+    for key, value in scenario.ha_overrides.items():
+        config = config.with_key(key, value)
+    return replace(scenario, profile=profile, config=config)
+
+
+def load_all(files: Sequence[str]) -> list[Scenario]:
+    """Load every file first, so that a typo in the last one is found before any run."""
+    errors: list[str] = []
+    loaded = []
+    for f in files:
+        try:
+            loaded.append(load_scenario(f))
+        except ScenarioError as err:
+            errors.append(str(err))
+    if errors:
+        raise UsageError("\n".join(errors))
+    return loaded
+
+
+def plot_path(base: str, scenario: Scenario, many: bool) -> str:
+    if not many:
+        return base
+    p = Path(base)
+    return str(p.with_name(f"{p.stem}-{Path(scenario.path).stem}{p.suffix or '.png'}"))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sim.report import print_summary, transition_line
+    from sim.runner import run_scenario
+
+    scenarios = load_all(args.files)
+    results = []
+    out = sys.stdout if args.json != "-" else sys.stderr
+    for sc in scenarios:
+        if args.profile:
+            sc = with_profile(sc, args.profile)
+        if args.seed is not None:
+            sc = replace(sc, seed=args.seed)
+        print(f"== {sc.name}  ({sc.path}, seed {sc.seed}, profile {sc.profile}, "
+              f"strategy {sc.config.strategy.value})", file=out)
+        hook = None if args.quiet else (lambda tr, old: print(transition_line(tr, old), file=out))
+        result = run_scenario(sc, on_transition=hook)
+        print_summary(result, out)
+        print(file=out)
+        if args.plot:
+            from sim.plot import plot_timeline
+
+            path = plot_path(args.plot, sc, len(scenarios) > 1)
+            plot_timeline(result, path)
+            print(f"  timeline written to {path}\n", file=out)
+        results.append(result)
+    if args.json:
+        doc = [r.as_json() for r in results]
+        text = json.dumps(doc[0] if len(doc) == 1 else doc, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+    failed = [r.scenario for r in results if not r.ok]
+    if len(results) > 1:
+        print(f"{len(results) - len(failed)} passed, {len(failed)} failed", file=out)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    scenarios = load_all(args.files)
+    for sc in scenarios:
+        print(f"ok  {sc.path}: {sc.name} ({len(sc.hosts)} hosts, {len(sc.vms)} VMs, "
+              f"{len(sc.events)} events, {len(sc.expects)} expectations)")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.group == "sim" and args.command == "run":
+            return cmd_run(args)
+        if args.group == "sim" and args.command == "validate":
+            return cmd_validate(args)
+        raise UsageError(f"neverstop: unknown command {args.group} {args.command}")
+    except UsageError as err:
+        print(str(err), file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, OSError) as err:
+        print(f"neverstop: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("neverstop: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""A simulated hypervisor per host: guests boot, stop, migrate and crash in virtual time.
+
+It implements ``actors.context.HypervisorPort`` for the host agent and writes every
+guest start and end into the ground truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from random import Random
+from typing import TYPE_CHECKING, Any
+
+from actors.inventory import VmDef, host_addr
+from actors.messages import GuestStopped, HvDone
+from actors.states import StopReason
+from sim.truth import Truth
+
+if TYPE_CHECKING:
+    from sim.runtime import SimRuntime
+
+BOOT_S = (2.0, 4.0)  # a guest's boot time is drawn from this range
+SHUTDOWN_S = 2.0
+DESTROY_S = 0.1
+MIGRATE_BASE_S = 1.0
+MIGRATE_S_PER_GIB = 1.0
+
+
+class SimHypervisor:
+    def __init__(self, host: str, runtime: SimRuntime, truth: Truth, rng: Random,
+                 hypervisors: dict[str, SimHypervisor]) -> None:
+        self.host = host
+        self.runtime = runtime
+        self.truth = truth
+        self.rng = rng
+        self.peers = hypervisors
+        self.guests: dict[str, str] = {}  # vm -> pool
+        self.powered = True
+        self.power_epoch = 0
+
+    # -- the port --------------------------------------------------------------------------------
+
+    def running(self) -> Mapping[str, str]:
+        return self.guests
+
+    def start(self, vm: VmDef, token: int, cause: str) -> None:
+        epoch = self.power_epoch
+
+        def booted(_: Any) -> None:
+            if not self._alive(epoch):
+                return
+            if vm.name not in self.guests:
+                self.guests[vm.name] = vm.pool
+                self.truth.start_run(self.runtime.env.now, vm.name, self.host, cause)
+            self._to_agent(HvDone(token, True))
+
+        self._later(self.rng.uniform(*BOOT_S), booted)
+
+    def stop(self, vm: str, token: int, force: bool, fence: bool = False) -> None:
+        epoch = self.power_epoch
+        reason = StopReason.FENCED if fence else StopReason.DESTROYED if force else StopReason.SHUTDOWN
+
+        def stopped(_: Any) -> None:
+            if not self._alive(epoch):
+                return
+            if self._end(vm, reason) and fence:
+                self.truth.fenced(self.runtime.env.now, vm, self.host)
+            self._to_agent(HvDone(token, True))
+
+        self._later(DESTROY_S if force else SHUTDOWN_S, stopped)
+
+    def migrate(self, vm: str, dest_host: str, token: int) -> None:
+        epoch = self.power_epoch
+        dest = self.peers[dest_host]
+        pool = self.guests.get(vm, "")
+        mem_gib = self.truth.vm_mem[vm] / 1024
+
+        def moved(_: Any) -> None:
+            if not self._alive(epoch):
+                return
+            if vm not in self.guests or not dest.powered:
+                self._to_agent(HvDone(token, False, "migration failed"))
+                return
+            now = self.runtime.env.now
+            self._end(vm, StopReason.MIGRATED)
+            dest.guests[vm] = pool
+            self.truth.start_run(now, vm, dest_host, "migration")
+            self._to_agent(HvDone(token, True))
+
+        self._later(MIGRATE_BASE_S + MIGRATE_S_PER_GIB * mem_gib, moved)
+
+    # -- faults and set-up -------------------------------------------------------------------------
+
+    def place_initial(self, vm: str, pool: str) -> None:
+        self.guests[vm] = pool
+        self.truth.start_run(0.0, vm, self.host, "initial")
+
+    def crash(self, vm: str) -> bool:
+        return self._end(vm, StopReason.CRASHED)
+
+    def power_off(self) -> None:
+        now = self.runtime.env.now
+        for vm in sorted(self.guests):
+            self.truth.end_run(now, vm, self.host)
+        self.guests.clear()
+        self.powered = False
+        self.power_epoch += 1
+
+    def power_on(self) -> None:
+        self.powered = True
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _alive(self, epoch: int) -> bool:
+        return self.powered and epoch == self.power_epoch
+
+    def _end(self, vm: str, reason: StopReason) -> bool:
+        if vm not in self.guests:
+            return False
+        del self.guests[vm]
+        self.truth.end_run(self.runtime.env.now, vm, self.host)
+        self._to_agent(GuestStopped(vm, reason))
+        return True
+
+    def _to_agent(self, msg: object) -> None:
+        self.runtime.deliver(host_addr(self.host), msg)
+
+    def _later(self, delay_s: float, callback: Any) -> None:
+        self.runtime.env.timeout(delay_s).callbacks.append(callback)

@@ -1,0 +1,261 @@
+"""Run one scenario: build the simulated cluster, inject its events, collect the result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import simpy
+
+from actors.config import HaConfig
+from actors.host_agent import HostAgent
+from actors.inventory import (
+    MANAGER,
+    HostInfo,
+    Inventory,
+    PoolInfo,
+    VmDef,
+    VmInit,
+    bmc_addr,
+    host_addr,
+    pool_addr,
+)
+from actors.manager import HaManager
+from actors.messages import (
+    UserDeleteNetwork,
+    UserDetachNic,
+    UserMaintenance,
+    UserSetConfig,
+    UserSetHa,
+    UserStartVm,
+    UserStopVm,
+    VmViewChanged,
+)
+from actors.states import HaLevel, Network, VmState
+from actors.storage_pool import StoragePool
+from sim.devices import PowerController
+from sim.expect import evaluate, final_views
+from sim.hypervisor import SimHypervisor
+from sim.network import NetworkModel
+from sim.result import FaultMark, RunResult, Transition
+from sim.runtime import SimRuntime, seeded
+from sim.spec import EventSpec, Scenario
+from sim.truth import Intent, Truth
+
+MANAGEMENT_NODE = "mgmt"
+HOST_BOOT_S = 30.0  # from power-on until the host agent runs
+
+TransitionHook = Callable[[Transition, str], None]
+
+
+def pool_node(pool: str) -> str:
+    return f"storage:{pool}"
+
+
+def bmc_node(host: str) -> str:
+    return f"bmc:{host}"
+
+
+def build_inventory(scenario: Scenario) -> Inventory:
+    pools = tuple(PoolInfo(s.name, s.type.shared, s.host) for s in scenario.storage)
+    shared = {p.name: p.shared for p in pools}
+    hosts = tuple(
+        HostInfo(h.name, h.cluster, h.cpu, h.memory_mib, h.storage, h.networks, h.power_controller, h.ip)
+        for h in scenario.hosts
+    )
+    cluster = {h.name: h.cluster for h in scenario.hosts}
+    vms = tuple(
+        VmInit(VmDef(v.name, v.cpu, v.memory_mib, v.storage, shared[v.storage], cluster[v.host], v.ip),
+               v.ha, v.state, v.host)
+        for v in scenario.vms
+    )
+    return Inventory(hosts, pools, vms)
+
+
+class Simulation:
+    """One run of one scenario. ``run()`` returns its RunResult."""
+
+    def __init__(self, scenario: Scenario, on_transition: TransitionHook | None = None) -> None:
+        self.scenario = scenario
+        self.config: HaConfig = scenario.config
+        self.inventory = build_inventory(scenario)
+        self.env = simpy.Environment()
+        self.network = NetworkModel(seeded(scenario.seed, "network"))
+        self.runtime = SimRuntime(self.env, self.network, scenario.seed)
+        self.truth = Truth(
+            host_cpu={h.name: h.cpu for h in scenario.hosts},
+            host_mem={h.name: h.memory_mib for h in scenario.hosts},
+            vm_cpu={v.name: v.cpu for v in scenario.vms},
+            vm_mem={v.name: v.memory_mib for v in scenario.vms},
+            intents={v.name: Intent(v.ha) for v in scenario.vms},
+            ha_enable=self.config.enable,
+        )
+        self.hypervisors: dict[str, SimHypervisor] = {}
+        self.transitions: list[Transition] = []
+        self.last_state: dict[str, str] = {}
+        self.faults: list[FaultMark] = []
+        self.on_transition = on_transition
+        self.runtime.on_publish.append(self._published)
+
+    # -- building --------------------------------------------------------------------------------
+
+    def _shared_pools(self, host: str) -> tuple[str, ...]:
+        info = self.inventory.host(host)
+        shared = {p.name for p in self.inventory.pools if p.shared}
+        return tuple(p for p in info.pools if p in shared)
+
+    def _build(self) -> None:
+        net = self.network
+        net.attach(MANAGEMENT_NODE, [Network.MANAGEMENT])
+        for pool in self.inventory.pools:
+            if pool.shared:
+                net.attach(pool_node(pool.name), [Network.STORAGE])
+                self.runtime.spawn(pool_addr(pool.name), pool_node(pool.name), StoragePool(pool.name))
+        for host in self.inventory.hosts:
+            net.attach(host.name, host.networks)
+            hv = SimHypervisor(host.name, self.runtime, self.truth,
+                               seeded(self.scenario.seed, f"hv:{host.name}"), self.hypervisors)
+            self.hypervisors[host.name] = hv
+            if host.power_controller:
+                net.attach(bmc_node(host.name), [Network.MANAGEMENT])
+                self.runtime.spawn(bmc_addr(host.name), bmc_node(host.name), PowerController(hv))
+        for init in self.inventory.vms:
+            if init.state is VmState.RUNNING:
+                self.hypervisors[init.host].place_initial(init.vm.name, init.vm.pool)
+        for host in self.inventory.hosts:
+            self._boot_agent(host.name)
+        self.runtime.spawn(MANAGER, MANAGEMENT_NODE, HaManager(self.inventory, self.config))
+
+    def _boot_agent(self, host: str) -> None:
+        agent = HostAgent(host, self._shared_pools(host), self.config)
+        self.runtime.spawn(host_addr(host), host, agent, self.hypervisors[host])
+
+    def _published(self, now: float, address: str, event: object) -> None:
+        if not isinstance(event, VmViewChanged):
+            return
+        old = self.last_state.get(event.vm, "-")
+        self.last_state[event.vm] = event.state.value
+        tr = Transition(now, event.vm, event.state.value, event.host)
+        self.transitions.append(tr)
+        if self.on_transition is not None:
+            self.on_transition(tr, old)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def _schedule(self, event: EventSpec) -> None:
+        def fire(_: Any) -> None:
+            self.faults.append(FaultMark(float(self.env.now), event.action, event.target))
+            self.apply(event)
+
+        self.env.timeout(event.at_s).callbacks.append(fire)
+
+    def _user(self, msg: object) -> None:
+        self.runtime.deliver(MANAGER, msg)
+
+    def apply(self, event: EventSpec) -> None:
+        """Carry out one fault or user action on the ground truth and the actors."""
+        action, target, args = event.action, event.target or "", event.args
+        now = float(self.env.now)
+        if action == "power-off":
+            self.hypervisors[target].power_off()
+            self.runtime.kill_node(target)
+        elif action == "power-on":
+            hv = self.hypervisors[target]
+            if not hv.powered:
+                hv.power_on()
+                epoch = hv.power_epoch
+
+                def booted(_: Any) -> None:
+                    if hv.powered and hv.power_epoch == epoch:
+                        self._boot_agent(target)
+
+                self.env.timeout(HOST_BOOT_S).callbacks.append(booted)
+        elif action == "vm-crash":
+            for hv in self.hypervisors.values():
+                hv.crash(target)
+        elif action in ("network-down", "network-up"):
+            network = args.get("network", "all")
+            nets = list(Network) if network == "all" else [Network(network)]
+            for n in nets:
+                self.network.set_up(target, n, action == "network-up")
+        elif action in ("storage-down", "storage-up"):
+            self.network.block(target, pool_node(args["pool"]), action == "storage-down")
+        else:
+            self._user_action(now, action, target, args)
+
+    def _user_action(self, now: float, action: str, target: str, args: dict[str, Any]) -> None:
+        intents = self.truth.intents
+        if action == "vm-stop":
+            no_restart = bool(args.get("no_restart", False))
+            intents[target].no_restart = no_restart
+            self._user(UserStopVm(target, no_restart))
+        elif action == "vm-start":
+            intents[target].no_restart = False
+            self._user(UserStartVm(target))
+        elif action == "set-ha":
+            level: HaLevel = args["level"]
+            intents[target].level = level
+            self._user(UserSetHa(target, level))
+        elif action == "set-config":
+            if args["key"] == "ha.enable":
+                self.truth.ha_enable = bool(args["value"])
+            self._user(UserSetConfig(args["key"], args["value"]))
+        elif action == "maintenance-enter":
+            self._user(UserMaintenance(target, True))
+        elif action == "maintenance-exit":
+            self._user(UserMaintenance(target, False))
+        elif action == "detach-network":
+            self._user(UserDetachNic(target, args.get("network", "business")))
+        elif action == "delete-network":
+            self._user(UserDeleteNetwork(args.get("cluster", "Cluster-1"), args["network"]))
+        else:
+            raise ValueError(f"unknown action {action!r}")
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        self._build()
+        for event in self.scenario.events:
+            self._schedule(event)
+        self.env.run(until=self.scenario.duration_s)
+        return self.result()
+
+    def result(self) -> RunResult:
+        sc = self.scenario
+        vm_names = [v.name for v in sc.vms]
+        final = final_views(self.transitions, vm_names)
+        by_vm = {f.vm: f for f in final}
+        host_ip = {h.name: h.ip for h in sc.hosts}
+        table = []
+        for v in sc.vms:
+            f = by_vm[v.name]
+            table.append({
+                "name": v.name, "cpu": v.cpu, "memory_mib": v.memory_mib, "ip": v.ip,
+                "host": f.host, "host_ip": host_ip.get(f.host or "", ""),
+                "cluster": self.inventory.host(v.host).cluster, "state": f.state,
+                "ha": self.truth.intents[v.name].level.value,
+            })
+        return RunResult(
+            scenario=sc.name,
+            seed=sc.seed,
+            profile=sc.profile,
+            duration_s=sc.duration_s,
+            transitions=list(self.transitions),
+            runs=list(self.truth.runs),
+            expectations=[evaluate(e, self.transitions, by_vm[e.vm]) for e in sc.expects],
+            violations=list(self.truth.violations),
+            final=final,
+            faults=list(self.faults),
+            vm_table=table,
+        )
+
+
+def run_scenario(scenario: Scenario, seed: int | None = None, config: HaConfig | None = None,
+                 on_transition: TransitionHook | None = None) -> RunResult:
+    if seed is not None:
+        scenario = replace(scenario, seed=seed)
+    if config is not None:
+        scenario = replace(scenario, config=config)
+    return Simulation(scenario, on_transition).run()
+
