@@ -296,11 +296,13 @@ class HaManager(Behaviour):
             self._schedule_ping(ctx, t, self.config.host_check_success_interval_s)
 
     def _destroy_strays(self, ctx: Context, msg: Pong) -> None:
-        """A guest running on a host that is not its home is a copy HA no longer owns."""
+        """A guest running on a host where its VM holds no capacity is a copy HA gave up
+        (its host was declared gone and the VM recovered elsewhere): destroy it. During a
+        start or a migration the VM holds a slot on each host involved, so none is a stray."""
         for vm in msg.running:
-            home = self.home.get(vm)
-            if home is not None and home != msg.host and vm in self.vms:
-                ctx.log(f"manager: stray copy of {vm} on {msg.host} (home {home}): destroying")
+            slots = self.capacity.slots.get(vm, set())
+            if vm in self.vms and msg.host not in slots:
+                ctx.log(f"manager: stray copy of {vm} on {msg.host} (holds {sorted(slots)}): destroying")
                 self.next_req += 1
                 ctx.send(host_addr(msg.host), StopVm(vm, self.next_req, MANAGER, force=True))
 

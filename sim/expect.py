@@ -47,7 +47,7 @@ def evaluate(expect: ExpectSpec, transitions: list[Transition], final: FinalVm) 
     if expect.host_not is not None and final.host == expect.host_not:
         problems.append(f"final host is {final.host}, expected another")
     if not problems and (expect.final_state or expect.host or expect.host_not):
-        notes.append(f"final {final.state} on {final.host}")
+        notes.append(f"final {final.state} on {final.host or '-'}")
     ok = not problems
     return ExpectationResult(expect.vm, ok, "; ".join(problems if problems else notes) or "holds")
 
