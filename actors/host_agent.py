@@ -180,6 +180,10 @@ class HostAgent(Behaviour):
         if isinstance(msg, MigrateVm) and not running:
             ctx.send(msg.reply_to, OpReply(self.name, vm, msg.req, False, "not running here"))
             return
+        if isinstance(msg, StartVm) and msg.vm.pool_shared and msg.vm.pool not in self._pools_ok(ctx):
+            error = f"storage pool {msg.vm.pool} is not reachable from {self.name}"
+            ctx.send(msg.reply_to, OpReply(self.name, vm, msg.req, False, error))
+            return
         token = self._token()
         self.ops[token] = _PendingOp(msg.reply_to, vm, msg.req)
         if isinstance(msg, StartVm):

@@ -27,9 +27,9 @@ from actors.messages import (
     HostEvent,
     HostViewChanged,
     Kick,
+    Ping,
     PlaceReply,
     PlaceRequest,
-    Ping,
     Pong,
     PowerQuery,
     PowerStatus,
@@ -237,6 +237,7 @@ class HaManager(Behaviour):
         init = self.vms[msg.vm]
         vm = init.vm
         reason = NoPlace.NO_CAPACITY
+        candidates: list[str]
         if not vm.pool_shared:
             owner = self.pools[vm.pool].host or ""
             if owner in self.maintenance:

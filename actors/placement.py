@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from actors.inventory import HostInfo, VmDef
 
 
-class NoPlace(str, Enum):
+class NoPlace(StrEnum):
     """Why no host could take a VM."""
 
     HOST_DOWN = "host-down"  # its local-storage host is not connected

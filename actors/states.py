@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class VmState(str, Enum):
+class VmState(StrEnum):
     """A VM's state as the HA manager shows it to users (ZStack's VM list)."""
 
     RUNNING = "Running"  # executing on its host, as far as the manager knows
@@ -17,21 +17,21 @@ class VmState(str, Enum):
     MIGRATING = "Migrating"  # a live migration to another host is under way
 
 
-class HaLevel(str, Enum):
+class HaLevel(StrEnum):
     """A VM's HA level."""
 
     NEVER_STOP = "NeverStop"  # keep it running
     NONE = "None"  # no HA: a stopped VM stays stopped
 
 
-class Strategy(str, Enum):
+class Strategy(StrEnum):
     """Global HA strategy (ha.strategy)."""
 
     PERMISSIVE = "Permissive"  # recover only what is provably gone; never self-fence
     FORCE = "Force"  # hosts that lose shared storage fence their VMs; recover after the deadline
 
 
-class StorageType(str, Enum):
+class StorageType(StrEnum):
     """Primary storage types; all but LocalStorage are shared by the hosts of a cluster."""
 
     LOCAL = "LocalStorage"
@@ -45,7 +45,7 @@ class StorageType(str, Enum):
         return self is not StorageType.LOCAL
 
 
-class Network(str, Enum):
+class Network(StrEnum):
     """The networks a host may sit on."""
 
     MANAGEMENT = "management"
@@ -53,7 +53,7 @@ class Network(str, Enum):
     BUSINESS = "business"
 
 
-class StopReason(str, Enum):
+class StopReason(StrEnum):
     """Why a guest stopped, as the hypervisor reports it. Only some mean failure."""
 
     CRASHED = "crashed"  # the guest or its qemu died: a failure

@@ -37,7 +37,7 @@ from actors.messages import (
     VmViewChanged,
 )
 from actors.placement import NoPlace
-from actors.states import HaLevel, VmState
+from actors.states import HaLevel, StopReason, VmState
 
 START_TIMEOUT_S = 120.0  # a start not answered by then: the guest may or may not run
 STOP_TIMEOUT_S = 60.0
@@ -93,6 +93,8 @@ class VmActor(Behaviour):
         self.stop_requested = False
         self.evacuate_requested = False
         self.poll_epoch = 0
+        self.start_failures = 0  # in a row; the first failure retries at once on another host
+        self.avoid_host: str | None = None  # a host that just fenced this VM
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -175,10 +177,9 @@ class VmActor(Behaviour):
         elif isinstance(msg, Kick):
             self.host_down_cycle = False  # its host may be back: ask for a place first
             self._resume(ctx)
-        elif isinstance(msg, Evacuate):
-            if msg.host == self.host:
-                self.evacuate_requested = self.state is not VmState.STOPPED
-                self._follow_up(ctx)
+        elif isinstance(msg, Evacuate) and msg.host == self.host:
+            self.evacuate_requested = self.state is not VmState.STOPPED
+            self._follow_up(ctx)
 
     def _resume(self, ctx: Context) -> None:
         """Start a stopped NeverStop VM now, or look again at an Unknown one."""
@@ -269,12 +270,18 @@ class VmActor(Behaviour):
         if op is Op.START:
             if msg.ok:
                 self.retry_delay_s = self.config.retry_delay_s
+                self.start_failures = 0
                 self._set(ctx, VmState.RUNNING)
                 self._follow_up(ctx)
             else:
                 ctx.log(f"{self.name}: start on {self.host} failed: {msg.error}")
+                failed_host = self.host
                 self._stopped(ctx, restart=False)
-                self._schedule_retry(ctx)
+                self.start_failures += 1
+                if self.start_failures == 1 and self.wants_ha_restart():
+                    self._try_start(ctx, "ha", exclude=(failed_host,))  # at once, elsewhere
+                else:
+                    self._schedule_retry(ctx)
         elif op in (Op.STOP, Op.CLEANUP):
             if msg.ok:
                 self._stopped(ctx, restart=True)
@@ -314,8 +321,9 @@ class VmActor(Behaviour):
         """The guest is provably not running on ``self.host`` any more."""
         ctx.send(MANAGER, Release(self.name, self.host))
         self._set(ctx, VmState.STOPPED)
+        avoid, self.avoid_host = self.avoid_host, None
         if restart and self.wants_ha_restart():
-            self._try_start(ctx, "ha")
+            self._try_start(ctx, "ha", exclude=(avoid,) if avoid else ())
 
     # -- Unknown: finding out whether the guest still runs --------------------------------------------
 
@@ -374,6 +382,8 @@ class VmActor(Behaviour):
         if self.state is VmState.RECOVERING:
             return
         ctx.log(f"{self.name}: guest failed on {msg.host}: {msg.reason.value}")
+        if msg.reason is StopReason.FENCED:
+            self.avoid_host = msg.host  # it lost the VM's storage: restart elsewhere
         if self.op is Op.MIGRATE:
             ctx.send(MANAGER, Release(self.name, self.migrate_dest))
         self._set(ctx, VmState.STOPPING)
