@@ -71,7 +71,7 @@ class HostAgent(Behaviour):
         self.config = config
         self.epoch = 0
         self.hb_seq = 0
-        self.hb_pending: dict[str, tuple[int, float]] = {}  # pool -> (seq, sent at)
+        self.hb_pending: dict[str, dict[int, float]] = {}  # pool -> seq -> sent at, in flight
         self.hb_last_ok: dict[str, float] = {}  # pool -> send time of last acked write
         self.checks: dict[int, _PendingCheck] = {}
         self.next_check = 0
@@ -96,12 +96,9 @@ class HostAgent(Behaviour):
             if msg.epoch == self.epoch:
                 self._heartbeat(ctx)
         elif isinstance(msg, HeartbeatAck):
-            pending = self.hb_pending.get(msg.pool)
-            if pending and pending[0] == msg.seq:
-                sent_at = pending[1]
-                if ctx.now() - sent_at <= self.config.self_fencer_storage_timeout_s:
-                    self.hb_last_ok[msg.pool] = sent_at
-                del self.hb_pending[msg.pool]
+            sent_at = self.hb_pending.get(msg.pool, {}).pop(msg.seq, None)
+            if sent_at is not None and ctx.now() - sent_at <= self.config.self_fencer_storage_timeout_s:
+                self.hb_last_ok[msg.pool] = max(self.hb_last_ok[msg.pool], sent_at)
         elif isinstance(msg, (StartVm, StopVm, MigrateVm, QueryVm)):
             self._guest_op(ctx, msg)
         elif isinstance(msg, HvDone):
@@ -135,8 +132,12 @@ class HostAgent(Behaviour):
             stale = now - self.hb_last_ok[pool] >= fence_after_s
             if stale and self_fencing_on(self.config):
                 self._fence(ctx, pool)
+            pending = self.hb_pending.setdefault(pool, {})
+            timeout_s = self.config.self_fencer_storage_timeout_s
+            for seq in [q for q, sent in pending.items() if now - sent > timeout_s]:
+                del pending[seq]  # too late to count: bounded by timeout / interval entries
             self.hb_seq += 1
-            self.hb_pending[pool] = (self.hb_seq, now)
+            pending[self.hb_seq] = now
             ctx.send(pool_addr(pool), HeartbeatWrite(self.name, self.hb_seq), Network.STORAGE)
         ctx.set_timer(self.config.self_fencer_interval_s, _HeartbeatTick(self.epoch))
 

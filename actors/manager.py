@@ -93,6 +93,7 @@ class HostTracker:
     confirms: int = 0
     check_epoch: int = 0
     check_req: int = 0
+    first_check_req: int = 0  # first check request of the current disconnection
     round_sent_t: float = 0.0
     replies: list[CheckHostReply] = field(default_factory=list)
     round_advanced: bool = False
@@ -347,6 +348,8 @@ class HaManager(Behaviour):
         self._publish(ctx, t)
         self._broadcast(ctx, t)
         t.check_epoch += 1
+        t.check_req = 0
+        t.first_check_req = self.next_req + 1
         ctx.set_timer(0.0, _CheckTick(t.name, t.check_epoch))
         self._schedule_ping(ctx, t, self.config.host_check_interval_s)
 
@@ -400,13 +403,13 @@ class HaManager(Behaviour):
         now = ctx.now()
         for pool, seq in msg.heartbeats:
             seen = t.hb_seq.get(pool)
-            if seen is None or seq > seen:
+            if seq != seen:  # any change, even downwards (a rebooted host), is a write
                 if seen is not None:
                     t.round_advanced = True
                 t.hb_seq[pool] = seq
                 t.hb_seen_t[pool] = now
                 t.hb_read_t.pop(pool, None)
-            elif seq == seen:
+            else:
                 t.hb_read_t[pool] = max(t.hb_read_t.get(pool, t.round_sent_t), t.round_sent_t)
 
     def _evaluate_round(self, ctx: Context, t: HostTracker) -> None:
@@ -436,8 +439,8 @@ class HaManager(Behaviour):
 
     def _power_status(self, ctx: Context, msg: PowerStatus) -> None:
         t = self.trackers[msg.host]
-        if msg.powered_on or t.connected or t.all_gone:
-            return
+        if msg.powered_on or t.connected or t.all_gone or msg.req < t.first_check_req:
+            return  # an answer from an earlier disconnection says nothing about this one
         t.all_gone = True
         t.check_epoch += 1
         self._publish(ctx, t)

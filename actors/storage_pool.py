@@ -1,7 +1,8 @@
 """A shared storage pool as an actor: the place where hosts leave heartbeats.
 
-It keeps, per host, the highest heartbeat sequence number written. Readers compare
-sequence numbers over time; nobody compares clocks across machines.
+It keeps, per host, the last heartbeat sequence number written (not the highest: a
+restarted host counts from 1 again, and that too is a sign of life). Readers watch the
+value change over time; nobody compares clocks across machines.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ class StoragePool(Behaviour):
 
     def receive(self, ctx: Context, msg: object) -> None:
         if isinstance(msg, HeartbeatWrite):
-            if msg.seq > self.heartbeats.get(msg.host, -1):
-                self.heartbeats[msg.host] = msg.seq
+            self.heartbeats[msg.host] = msg.seq
             ctx.send(host_addr(msg.host), HeartbeatAck(self.name, msg.seq), Network.STORAGE)
         elif isinstance(msg, HeartbeatRead):
             seq = self.heartbeats.get(msg.host, -1)

@@ -133,6 +133,8 @@ class VmActor(Behaviour):
         elif isinstance(msg, PlaceReply):
             if msg.req == self.req:
                 self._placed(ctx, msg)
+            elif msg.host is not None and msg.host != self.host:
+                ctx.send(MANAGER, Release(self.name, msg.host))  # an abandoned placement's slot
         elif isinstance(msg, Verdict):
             if msg.req == self.req and self.op is Op.VERDICT:
                 self._end()
@@ -233,6 +235,11 @@ class VmActor(Behaviour):
             ctx.send(host_addr(self.host), MigrateVm(self.name, msg.host, req, ctx.address))
             return
         self._end()
+        if msg.host is not None and (self.no_restart or (self.cause == "ha" and not self.wants_ha_restart())):
+            # A user stopped it, or HA was switched off, while the placement was in flight.
+            ctx.send(MANAGER, Release(self.name, msg.host))
+            self._set(ctx, VmState.STOPPED)
+            return
         if msg.host is None:
             self.host_down_cycle = msg.reason == NoPlace.HOST_DOWN.value
             self._set(ctx, VmState.STOPPED)

@@ -7,6 +7,7 @@ Exit codes: 0 all good, 1 a scenario failed (expectation or checker), 2 bad inpu
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -30,6 +31,12 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
+# Modules that add commands: each has ``register(subparsers)`` and sets ``func`` on its
+# parsers. A command group is one line here; its code stays in its own module.
+SIM_COMMANDS: tuple[str, ...] = ()
+GROUPS: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     top = Parser(prog="neverstop", description="VM high availability (ZStack NeverStop) as actors: "
                  "simulate it, measure it, run it.")
@@ -51,10 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=sorted(PROFILES), help="override the scenario's profile "
                      "(its [ha] overrides still apply)")
     run.add_argument("-q", "--quiet", action="store_true", help="do not print state changes as they happen")
+    run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check scenario files without running them",
                          description="Parse and check scenario files; exit 0 when all are valid, 2 if not.")
     val.add_argument("files", nargs="+", metavar="FILE")
+    val.set_defaults(func=cmd_validate)
+    for name in SIM_COMMANDS:
+        importlib.import_module(name).register(sub)
+    for name in GROUPS:
+        importlib.import_module(name).register(groups)
     return top
 
 
@@ -135,11 +148,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if args.group == "sim" and args.command == "run":
-            return cmd_run(args)
-        if args.group == "sim" and args.command == "validate":
-            return cmd_validate(args)
-        raise UsageError(f"neverstop: unknown command {args.group} {args.command}")
+        code: int = args.func(args)
+        return code
     except UsageError as err:
         print(str(err), file=sys.stderr)
         return EXIT_USAGE

@@ -693,7 +693,7 @@ ONE_EVENT_ARGS = {
 
 def test_every_action_is_covered() -> None:
     assert set(ONE_EVENT) == set(ACTIONS)
-    assert HOST_ACTIONS | VM_ACTIONS == {a for a, (target, _) in ACTIONS.items() if target}
+    assert {a for a, (target, _) in ACTIONS.items() if target} == HOST_ACTIONS | VM_ACTIONS
     assert not HOST_ACTIONS & VM_ACTIONS
 
 

@@ -91,9 +91,18 @@ def test_ha_switch_checker(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_no_restart_checker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VM actor that loses the user's "do not restart" flag on the way in."""
     import actors.vm
+    from actors.messages import UserStopVm
 
-    monkeypatch.setattr(actors.vm.VmActor, "wants_ha_restart", lambda self: self.config.enable)
+    command = actors.vm.VmActor._command
+
+    def forgetful(self: actors.vm.VmActor, ctx: object, msg: object) -> None:
+        if isinstance(msg, UserStopVm):
+            msg = UserStopVm(msg.vm, no_restart=False)
+        command(self, ctx, msg)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(actors.vm.VmActor, "_command", forgetful)
     found = _violations("scenarios/user-stop.toml")
     assert "no-restart" in found
 

@@ -1,0 +1,1 @@
+"""The same behaviours on Thespian and libvirt, for real KVM hosts (see README)."""
