@@ -24,6 +24,7 @@ class Link:
     up: bool = True
     latency_s: float = LINK_LATENCY_S
     loss: float = 0.0
+    jitter_s: float = 0.0  # each crossing adds a uniform delay in [0, jitter_s)
 
 
 def switch(network: Network) -> str:
@@ -39,9 +40,12 @@ class NetworkModel:
         self._route_version = 0
         self.blocked: set[frozenset[str]] = set()  # node pairs cut apart (a host losing a pool)
 
-    def attach(self, node: str, networks: Iterable[Network]) -> None:
+    def attach(self, node: str, networks: Iterable[Network], template: Link | None = None) -> None:
+        """Connect ``node`` to each network's switch with a link like ``template``."""
+        base = template or Link()
         for network in networks:
-            self.graphs[network].add_edge(node, switch(network), link=Link())
+            link = Link(base.up, base.latency_s, base.loss, base.jitter_s)
+            self.graphs[network].add_edge(node, switch(network), link=link)
         self.version += 1
 
     def link(self, node: str, network: Network) -> Link | None:
@@ -96,4 +100,6 @@ class NetworkModel:
             if link.loss and self.rng.random() < link.loss:
                 return None
             delay += link.latency_s
+            if link.jitter_s:
+                delay += self.rng.uniform(0.0, link.jitter_s)
         return delay

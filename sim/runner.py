@@ -37,7 +37,7 @@ from actors.storage_pool import StoragePool
 from sim.devices import PowerController
 from sim.expect import evaluate, final_views
 from sim.hypervisor import SimHypervisor
-from sim.network import NetworkModel
+from sim.network import Link, NetworkModel
 from sim.result import FaultMark, RunResult, Transition
 from sim.runtime import SimRuntime, seeded
 from sim.spec import EventSpec, Scenario
@@ -107,18 +107,22 @@ class Simulation:
 
     def _build(self) -> None:
         net = self.network
-        net.attach(MANAGEMENT_NODE, [Network.MANAGEMENT])
+        cond = self.scenario.network
+        link = Link(latency_s=cond.latency_s, loss=cond.loss, jitter_s=cond.jitter_s)
+        net.attach(MANAGEMENT_NODE, [Network.MANAGEMENT], link)
+        self._drift_clock(MANAGEMENT_NODE)
         for pool in self.inventory.pools:
             if pool.shared:
-                net.attach(pool_node(pool.name), [Network.STORAGE])
+                net.attach(pool_node(pool.name), [Network.STORAGE], link)
                 self.runtime.spawn(pool_addr(pool.name), pool_node(pool.name), StoragePool(pool.name))
         for host in self.inventory.hosts:
-            net.attach(host.name, host.networks)
+            net.attach(host.name, host.networks, link)
+            self._drift_clock(host.name)
             hv = SimHypervisor(host.name, self.runtime, self.truth,
                                seeded(self.scenario.seed, f"hv:{host.name}"), self.hypervisors)
             self.hypervisors[host.name] = hv
             if host.power_controller:
-                net.attach(bmc_node(host.name), [Network.MANAGEMENT])
+                net.attach(bmc_node(host.name), [Network.MANAGEMENT], link)
                 self.runtime.spawn(bmc_addr(host.name), bmc_node(host.name), PowerController(hv))
         for init in self.inventory.vms:
             if init.state is VmState.RUNNING:
@@ -126,6 +130,13 @@ class Simulation:
         for host in self.inventory.hosts:
             self._boot_agent(host.name)
         self.runtime.spawn(MANAGER, MANAGEMENT_NODE, HaManager(self.inventory, self.config))
+
+    def _drift_clock(self, node: str) -> None:
+        """Give ``node`` a clock rate within the scenario's drift bound, fixed for the run."""
+        drift = self.scenario.network.clock_drift
+        if drift:
+            rng = seeded(self.scenario.seed, f"clock:{node}")
+            self.runtime.drift[node] = 1.0 + rng.uniform(-drift, drift)
 
     def _boot_agent(self, host: str) -> None:
         agent = HostAgent(host, self._shared_pools(host), self.config)

@@ -32,6 +32,7 @@ from sim.spec import (
     EventSpec,
     ExpectSpec,
     HostSpec,
+    NetworkCondition,
     Scenario,
     StorageSpec,
     VmSpec,
@@ -45,7 +46,9 @@ D = TypeVar("D")
 E = TypeVar("E", bound=Enum)
 
 _TOP_REQUIRED = ("name", "description", "duration")
-_TOP_OPTIONAL = ("seed", "profile", "ha", "storage", "host", "vm", "event", "expect")
+_TOP_OPTIONAL = ("seed", "profile", "ha", "network", "storage", "host", "vm", "event", "expect")
+_NETWORK_OPTIONAL = ("loss", "latency", "jitter", "clock_drift")
+CLOCK_DRIFT_MAX = 0.1
 _POOL_REQUIRED = ("name", "type")
 _POOL_OPTIONAL = ("host",)
 _HOST_REQUIRED = ("name", "cpu", "memory", "storage")
@@ -454,6 +457,7 @@ def _build(document: dict[str, Any], path: str) -> Scenario:
     seed = top.get_or("seed", _seed, 1)
     profile = top.get_or("profile", _profile, "default")
     config, overrides = _parse_ha(top, PROFILES[profile])
+    network = _parse_network(top)
     pools, hosts = _parse_cluster(top)
     vm_tables = _tables(top, "vm")
     vms = _by_name([_parse_vm(t, hosts, pools) for t in vm_tables], vm_tables, "VM")
@@ -473,8 +477,36 @@ def _build(document: dict[str, Any], path: str) -> Scenario:
         profile=profile,
         config=config,
         ha_overrides=overrides,
+        network=network,
         path=path,
     )
+
+
+def _parse_network(top: _Table) -> NetworkCondition:
+    """The optional ``[network]`` table: loss, latency and jitter per link, clock drift."""
+    raw = top.data.get("network", {})
+    if not isinstance(raw, dict):
+        raise _Invalid("network", f"expected a table ([network]), got {describe(raw)}")
+    table = _Table(raw, "network")
+    table.check_keys((), _NETWORK_OPTIONAL)
+    default = NetworkCondition()
+    return NetworkCondition(
+        loss=table.get_or("loss", _ratio(1.0), default.loss),
+        latency_s=table.get_or("latency", _duration, default.latency_s),
+        jitter_s=table.get_or("jitter", _duration, default.jitter_s),
+        clock_drift=table.get_or("clock_drift", _ratio(CLOCK_DRIFT_MAX), default.clock_drift),
+    )
+
+
+def _ratio(limit: float) -> Callable[[object, str], float]:
+    """A number from 0 to ``limit`` (a probability, a clock-rate error)."""
+
+    def convert(value: object, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= limit:
+            raise _Invalid(where, f"must be a number from 0 to {limit}, not {describe(value)}")
+        return float(value)
+
+    return convert
 
 
 def _parse_ha(top: _Table, base: HaConfig) -> tuple[HaConfig, dict[str, Any]]:

@@ -36,6 +36,21 @@ ACTIONS: dict[str, tuple[bool, frozenset[str]]] = {
 
 
 @dataclass(frozen=True)
+class NetworkCondition:
+    """How every link and clock of the cluster behaves (a scenario's ``[network]`` table).
+
+    Loss and jitter apply per link crossed, so a message between two hosts (two links)
+    is dropped with probability about 2 x loss. Each node's clock runs at a rate drawn
+    once per run from [1 - clock_drift, 1 + clock_drift].
+    """
+
+    loss: float = 0.0
+    latency_s: float = 0.00025
+    jitter_s: float = 0.0
+    clock_drift: float = 0.0
+
+
+@dataclass(frozen=True)
 class StorageSpec:
     name: str
     type: StorageType
@@ -107,4 +122,5 @@ class Scenario:
     profile: str = "default"
     config: HaConfig = field(default_factory=HaConfig)  # profile with [ha] overrides applied
     ha_overrides: dict[str, Any] = field(default_factory=dict)  # the [ha] table as typed values
+    network: NetworkCondition = field(default_factory=NetworkCondition)
     path: str = ""
