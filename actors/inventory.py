@@ -70,6 +70,7 @@ class VmInit:
     level: HaLevel
     state: VmState  # RUNNING or STOPPED
     host: str  # where it runs, or its home host when stopped
+    no_restart: bool = False  # a user stopped it with "do not restart" (restored from a store)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ self-fencing window passed without a heartbeat) and back to Connected when it an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from actors.config import ConfigError, HaConfig
 from actors.context import Behaviour, Context
@@ -205,7 +205,7 @@ class HaManager(Behaviour):
                 return
             if isinstance(msg, UserSetHa):
                 init = self.vms[msg.vm]
-                self.vms[msg.vm] = type(init)(init.vm, msg.level, init.state, init.host)
+                self.vms[msg.vm] = replace(init, level=msg.level)
             ctx.send(vm_addr(msg.vm), msg)
         elif isinstance(msg, UserSetConfig):
             try:

@@ -81,7 +81,7 @@ class VmActor(Behaviour):
         self.config = config
         self.state = init.state
         self.host = init.host  # where it runs, or its home host while stopped
-        self.no_restart = False
+        self.no_restart = init.no_restart
         self.op = Op.NONE
         self.req = 0
         self.cause = "ha"
