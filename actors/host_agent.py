@@ -16,6 +16,7 @@ from actors.messages import (
     CheckHost,
     CheckHostReply,
     ConfigPush,
+    FailureAck,
     GuestFailed,
     GuestStopped,
     HeartbeatAck,
@@ -34,8 +35,18 @@ from actors.messages import (
     StartVm,
     StopVm,
 )
-from actors.policy import host_fence_after_s, self_fencing_on
+from actors.policy import self_fencing_on
 from actors.states import Network, StopReason
+
+ANSWERS_KEPT = 1024  # answers remembered for repeated orders; bounded memory
+FAILURE_RESEND_S = 0.5  # a failure report is repeated this often until acknowledged
+FAILURE_RESENDS_MAX = 40  # then the manager's ping cross-check is the backstop
+
+
+@dataclass(frozen=True)
+class _ResendFailure:
+    vm: str
+    left: int
 
 
 @dataclass(frozen=True)
@@ -72,18 +83,20 @@ class HostAgent(Behaviour):
         self.epoch = 0
         self.hb_seq = 0
         self.hb_pending: dict[str, dict[int, float]] = {}  # pool -> seq -> sent at, in flight
-        self.hb_last_ok: dict[str, float] = {}  # pool -> send time of last acked write
+        self.hb_failed: dict[str, int] = {}  # pool -> writes in a row not acked in time
         self.checks: dict[int, _PendingCheck] = {}
         self.next_check = 0
         self.ops: dict[int, _PendingOp] = {}
+        self.inflight: set[tuple[str, int]] = set()  # (reply_to, req) being worked on
+        self.answered: dict[tuple[str, int], OpReply] = {}  # recent answers, for repeats
         self.next_token = 0
         self.expected_stops: set[str] = set()  # guests we are stopping or moving on purpose
+        self.unacked: dict[str, GuestFailed] = {}  # failure reports not yet acknowledged
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self, ctx: Context) -> None:
-        now = ctx.now()
-        self.hb_last_ok = {p: now for p in self.shared_pools}
+        self.hb_failed = {p: 0 for p in self.shared_pools}
         ctx.send(MANAGER, HostBooted(self.name))
         if self.shared_pools:
             self._heartbeat(ctx)
@@ -98,7 +111,7 @@ class HostAgent(Behaviour):
         elif isinstance(msg, HeartbeatAck):
             sent_at = self.hb_pending.get(msg.pool, {}).pop(msg.seq, None)
             if sent_at is not None and ctx.now() - sent_at <= self.config.self_fencer_storage_timeout_s:
-                self.hb_last_ok[msg.pool] = max(self.hb_last_ok[msg.pool], sent_at)
+                self.hb_failed[msg.pool] = 0
         elif isinstance(msg, (StartVm, StopVm, MigrateVm, QueryVm)):
             self._guest_op(ctx, msg)
         elif isinstance(msg, HvDone):
@@ -121,21 +134,30 @@ class HostAgent(Behaviour):
             self._finish_check(ctx, msg.req)
         elif isinstance(msg, ConfigPush):
             self.config = msg.config
+        elif isinstance(msg, FailureAck):
+            self.unacked.pop(msg.vm, None)
+        elif isinstance(msg, _ResendFailure):
+            report = self.unacked.get(msg.vm)
+            if report is not None and msg.left > 0:
+                ctx.send(vm_addr(msg.vm), report)
+                ctx.set_timer(FAILURE_RESEND_S, _ResendFailure(msg.vm, msg.left - 1))
+            elif report is not None:
+                del self.unacked[msg.vm]
 
     # -- storage heartbeat and self-fencing --------------------------------------------------
 
     def _heartbeat(self, ctx: Context) -> None:
-        """One heartbeat round: fence if a pool went silent too long, then write again."""
+        """One heartbeat round: count writes whose timeout passed unacknowledged, fence
+        after ``maxAttempts`` of them in a row, then write again."""
         now = ctx.now()
-        fence_after_s = host_fence_after_s(self.config)
+        timeout_s = self.config.self_fencer_storage_timeout_s
         for pool in self.shared_pools:
-            stale = now - self.hb_last_ok[pool] >= fence_after_s
-            if stale and self_fencing_on(self.config):
-                self._fence(ctx, pool)
             pending = self.hb_pending.setdefault(pool, {})
-            timeout_s = self.config.self_fencer_storage_timeout_s
             for seq in [q for q, sent in pending.items() if now - sent > timeout_s]:
-                del pending[seq]  # too late to count: bounded by timeout / interval entries
+                del pending[seq]  # too late to count: at most timeout / interval entries
+                self.hb_failed[pool] += 1
+            if not self._pool_fresh(pool) and self_fencing_on(self.config):
+                self._fence(ctx, pool)
             self.hb_seq += 1
             pending[self.hb_seq] = now
             ctx.send(pool_addr(pool), HeartbeatWrite(self.name, self.hb_seq), Network.STORAGE)
@@ -149,12 +171,13 @@ class HostAgent(Behaviour):
                 ctx.log(f"{self.name}: self-fencer kills {vm}: no heartbeat on {pool}")
                 self.expected_stops.add(vm)
                 hv.stop(vm, self._token(), force=True, fence=True)
-                ctx.send(vm_addr(vm), GuestFailed(self.name, vm, StopReason.FENCED))
+                self._report_failure(ctx, vm, StopReason.FENCED)
+
+    def _pool_fresh(self, pool: str) -> bool:
+        return self.hb_failed[pool] < self.config.self_fencer_max_attempts
 
     def _pools_ok(self, ctx: Context) -> tuple[str, ...]:
-        now = ctx.now()
-        limit_s = host_fence_after_s(self.config)
-        return tuple(p for p in self.shared_pools if now - self.hb_last_ok[p] < limit_s)
+        return tuple(p for p in self.shared_pools if self._pool_fresh(p))
 
     # -- guest operations ----------------------------------------------------------------------
 
@@ -169,6 +192,15 @@ class HostAgent(Behaviour):
         return self.next_token
 
     def _guest_op(self, ctx: Context, msg: StartVm | StopVm | MigrateVm | QueryVm) -> None:
+        """Carry out an order once. VM actors resend orders over lossy links: a repeat
+        of one in progress is dropped, a repeat of one done gets the same answer again."""
+        key = (msg.reply_to, msg.req)
+        if not isinstance(msg, QueryVm):
+            if key in self.inflight:
+                return
+            if key in self.answered:
+                ctx.send(msg.reply_to, self.answered[key])
+                return
         hv = self._hv(ctx)
         vm = msg.vm.name if isinstance(msg, StartVm) else msg.vm
         running = vm in hv.running()
@@ -187,6 +219,7 @@ class HostAgent(Behaviour):
             return
         token = self._token()
         self.ops[token] = _PendingOp(msg.reply_to, vm, msg.req)
+        self.inflight.add(key)
         if isinstance(msg, StartVm):
             self.expected_stops.discard(vm)
             hv.start(msg.vm, token, msg.cause)
@@ -199,8 +232,15 @@ class HostAgent(Behaviour):
 
     def _op_done(self, ctx: Context, msg: HvDone) -> None:
         op = self.ops.pop(msg.token, None)
-        if op is not None:
-            ctx.send(op.reply_to, OpReply(self.name, op.vm, op.req, msg.ok, msg.error))
+        if op is None:
+            return
+        reply = OpReply(self.name, op.vm, op.req, msg.ok, msg.error)
+        key = (op.reply_to, op.req)
+        self.inflight.discard(key)
+        self.answered[key] = reply
+        while len(self.answered) > ANSWERS_KEPT:
+            del self.answered[next(iter(self.answered))]  # oldest first: dicts keep order
+        ctx.send(op.reply_to, reply)
 
     def _guest_stopped(self, ctx: Context, msg: GuestStopped) -> None:
         """Only failures are news: deliberate stops are answered through their operation."""
@@ -208,7 +248,13 @@ class HostAgent(Behaviour):
             self.expected_stops.discard(msg.vm)
             return
         if msg.reason.is_failure:
-            ctx.send(vm_addr(msg.vm), GuestFailed(self.name, msg.vm, msg.reason))
+            self._report_failure(ctx, msg.vm, msg.reason)
+
+    def _report_failure(self, ctx: Context, vm: str, reason: StopReason) -> None:
+        report = GuestFailed(self.name, vm, reason)
+        self.unacked[vm] = report
+        ctx.send(vm_addr(vm), report)
+        ctx.set_timer(FAILURE_RESEND_S, _ResendFailure(vm, FAILURE_RESENDS_MAX))
 
     # -- probing a suspect peer ------------------------------------------------------------------
 

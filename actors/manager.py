@@ -45,6 +45,7 @@ from actors.messages import (
     UserStopVm,
     Verdict,
     VerdictRequest,
+    Verify,
 )
 from actors.placement import Capacity, NoPlace, choose_host
 from actors.policy import manager_fence_window_s, self_fencing_on
@@ -288,6 +289,7 @@ class HaManager(Behaviour):
         t.failures = 0
         t.pools_ok = msg.pools_ok
         self._destroy_strays(ctx, msg)
+        self._cross_check(ctx, msg)
         if t.connected:
             self._schedule_ping(ctx, t, self.config.ping_interval_s)
             return
@@ -296,6 +298,14 @@ class HaManager(Behaviour):
             self._reconnect(ctx, t)
         else:
             self._schedule_ping(ctx, t, self.config.host_check_success_interval_s)
+
+    def _cross_check(self, ctx: Context, msg: Pong) -> None:
+        """Polling backs up events: a VM holding capacity on this host that the host does
+        not list may have died unseen; its actor asks the host if it believes it runs."""
+        running = set(msg.running)
+        for vm in self.by_home[msg.host]:
+            if vm not in running and msg.host in self.capacity.slots.get(vm, ()):
+                ctx.send(vm_addr(vm), Verify(msg.host))
 
     def _destroy_strays(self, ctx: Context, msg: Pong) -> None:
         """A guest running on a host where its VM holds no capacity is a copy HA gave up

@@ -164,11 +164,25 @@ class OpReply:
 
 @dataclass(frozen=True)
 class GuestFailed:
-    """A host tells a VM actor that its guest died without being asked to."""
+    """A host tells a VM actor that its guest died without being asked to. Repeated
+    until acknowledged with FailureAck: a lost one would leave a dead VM shown Running."""
 
     host: str
     vm: str
     reason: StopReason
+
+
+@dataclass(frozen=True)
+class FailureAck:
+    vm: str
+
+
+@dataclass(frozen=True)
+class Verify:
+    """Manager -> VM actor: the last ping of ``host`` did not list this guest although
+    the VM holds capacity there: if you think it runs there, ask."""
+
+    host: str
 
 
 # --- hypervisor port -> host agent --------------------------------------------------------

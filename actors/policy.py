@@ -1,10 +1,11 @@
 """The safety arithmetic shared by hosts and the manager.
 
-A host fences itself (under Force) once ``host_fence_after_s`` passed, on its own clock,
-since it last sent a heartbeat write that was acknowledged. The manager may treat that
-host's guests as gone only once a longer window passed on *its* clock: the host checks
-once per heartbeat interval, clocks drift by up to ``clock_drift_max`` each, and a write
-in flight may still be acknowledged up to one storage timeout after it was sent.
+A host fences itself (under Force) once ``ha.host.selfFencer.maxAttempts`` heartbeat
+writes in a row went unacknowledged for a storage timeout each. Counted from the send
+time L of its last acknowledged write, that is at the latest at its tick after
+L + interval x maxAttempts + timeout, on its own clock. The manager may treat the host's
+guests as gone only once a longer window passed on *its* clock: both clocks drift by up
+to ``clock_drift_max``, and the kill itself takes a moment.
 """
 
 from __future__ import annotations
@@ -14,19 +15,20 @@ from actors.states import Strategy
 
 
 def host_fence_after_s(config: HaConfig) -> float:
-    """Seconds without an acknowledged heartbeat after which a host kills its guests."""
-    return config.self_fencer_interval_s * config.self_fencer_max_attempts
+    """Host-clock seconds after its last acknowledged write by which a host has fenced:
+    maxAttempts more writes, the last one's timeout, and the tick that notices."""
+    interval = config.self_fencer_interval_s
+    return interval * (config.self_fencer_max_attempts + 1) + config.self_fencer_storage_timeout_s
 
 
 def manager_fence_window_s(config: HaConfig) -> float:
-    """Manager-clock seconds without a heartbeat advance after which the host has fenced.
+    """Manager-clock seconds without a heartbeat change after which the host has fenced.
 
-    The host notices at its next tick (one more interval); both clocks may be off by the
-    drift bound in opposite directions; a final storage timeout covers the kill itself.
+    Both clocks may be off by the drift bound in opposite directions; a final storage
+    timeout covers the kill itself.
     """
-    host_s = config.self_fencer_interval_s * (config.self_fencer_max_attempts + 1)
     drift = config.clock_drift_max
-    return host_s * (1 + drift) / (1 - drift) + config.self_fencer_storage_timeout_s
+    return host_fence_after_s(config) * (1 + drift) / (1 - drift) + config.self_fencer_storage_timeout_s
 
 
 def self_fencing_on(config: HaConfig) -> bool:

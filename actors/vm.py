@@ -8,6 +8,7 @@ that the previous host's copy is provably gone (powered off, or fenced).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -17,6 +18,7 @@ from actors.inventory import MANAGER, VmInit, host_addr
 from actors.messages import (
     ConfigPush,
     Evacuate,
+    FailureAck,
     GuestFailed,
     HostEvent,
     Kick,
@@ -34,6 +36,7 @@ from actors.messages import (
     UserStopVm,
     Verdict,
     VerdictRequest,
+    Verify,
     VmViewChanged,
 )
 from actors.placement import NoPlace
@@ -42,6 +45,7 @@ from actors.states import HaLevel, StopReason, VmState
 START_TIMEOUT_S = 120.0  # a start not answered by then: the guest may or may not run
 STOP_TIMEOUT_S = 60.0
 MIGRATE_TIMEOUT_S = 600.0
+RESEND_S = 1.0  # an order not yet answered is sent again: links lose messages; agents dedupe
 
 
 class Op(Enum):
@@ -51,7 +55,6 @@ class Op(Enum):
     PLACE = "place"  # waiting for the manager to pick a host for a start
     START = "start"
     STOP = "stop"  # a user's (or maintenance) stop
-    CLEANUP = "cleanup"  # making sure a crashed guest's remains are gone
     PLACE_MIGRATE = "place-migrate"
     MIGRATE = "migrate"
     QUERY = "query"  # asking the host whether the guest runs there
@@ -60,6 +63,11 @@ class Op(Enum):
 
 @dataclass(frozen=True)
 class _Timeout:
+    req: int
+
+
+@dataclass(frozen=True)
+class _Resend:
     req: int
 
 
@@ -93,6 +101,8 @@ class VmActor(Behaviour):
         self.stop_requested = False
         self.evacuate_requested = False
         self.poll_epoch = 0
+        self.order: tuple[str, object] | None = None  # the order in flight, for resending
+        self.running_since = float("-inf")  # found running: stable for as long as anyone knows
         self.start_failures = 0  # in a row; the first failure retries at once on another host
         self.avoid_host: str | None = None  # a host that just fenced this VM
 
@@ -120,10 +130,22 @@ class VmActor(Behaviour):
     def _end(self) -> None:
         self.op = Op.NONE
         self.req += 1  # any late reply to the finished operation is now stale
+        self.order = None
+
+    def _order(self, ctx: Context, op: Op, timeout_s: float, to: str, make: Callable[[int], object]) -> None:
+        """Send an idempotent order to a host agent and repeat it until it is answered or
+        times out; the agent answers a repeat without doing the work twice."""
+        req = self._begin(ctx, op, timeout_s)
+        self.order = (to, make(req))
+        ctx.send(to, self.order[1])
+        ctx.set_timer(RESEND_S, _Resend(req))
 
     # -- entry -----------------------------------------------------------------------------------
 
     def on_start(self, ctx: Context) -> None:
+        # Request ids start at a random point: agents remember answered ids, and a
+        # restarted VM actor must not be mistaken for its previous incarnation.
+        self.req = ctx.random.randrange(1 << 40)
         self._publish(ctx)
 
     def receive(self, ctx: Context, msg: object) -> None:
@@ -142,6 +164,10 @@ class VmActor(Behaviour):
         elif isinstance(msg, _Timeout):
             if msg.req == self.req:
                 self._timed_out(ctx)
+        elif isinstance(msg, _Resend):
+            if msg.req == self.req and self.order is not None:
+                ctx.send(*self.order)
+                ctx.set_timer(RESEND_S, _Resend(msg.req))
         elif isinstance(msg, _Retry):
             if msg.epoch == self.retry_epoch:
                 self.retry_pending = False
@@ -150,7 +176,11 @@ class VmActor(Behaviour):
             if msg.epoch == self.poll_epoch and self.state is VmState.UNKNOWN and self.op is Op.NONE:
                 self._query(ctx)
         elif isinstance(msg, GuestFailed):
+            ctx.send(host_addr(msg.host), FailureAck(self.name))
             self._guest_failed(ctx, msg)
+        elif isinstance(msg, Verify):
+            if msg.host == self.host and self.state is VmState.RUNNING and self.op is Op.NONE:
+                self._query(ctx)
         elif isinstance(msg, HostEvent):
             self._host_event(ctx, msg)
         else:
@@ -201,18 +231,19 @@ class VmActor(Behaviour):
         if self.stop_requested:
             self.stop_requested = False
             self.evacuate_requested = False
-            self._set(ctx, VmState.STOPPING)
-            req = self._begin(ctx, Op.STOP, STOP_TIMEOUT_S)
-            ctx.send(host_addr(self.host), StopVm(self.name, req, ctx.address, force=False))
+            self._stop_guest(ctx)
         elif self.evacuate_requested:
             self.evacuate_requested = False
             if self.vm.pool_shared:
                 req = self._begin(ctx, Op.PLACE_MIGRATE, None)
                 ctx.send(MANAGER, PlaceRequest(self.name, req, None, (self.host,)))
             else:
-                self._set(ctx, VmState.STOPPING)
-                req = self._begin(ctx, Op.STOP, STOP_TIMEOUT_S)
-                ctx.send(host_addr(self.host), StopVm(self.name, req, ctx.address, force=False))
+                self._stop_guest(ctx)
+
+    def _stop_guest(self, ctx: Context) -> None:
+        self._set(ctx, VmState.STOPPING)
+        self._order(ctx, Op.STOP, STOP_TIMEOUT_S, host_addr(self.host),
+                    lambda req: StopVm(self.name, req, ctx.address, force=False))
 
     # -- starting --------------------------------------------------------------------------------
 
@@ -231,8 +262,9 @@ class VmActor(Behaviour):
                 return
             self.migrate_dest = msg.host
             self._set(ctx, VmState.MIGRATING)
-            req = self._begin(ctx, Op.MIGRATE, MIGRATE_TIMEOUT_S)
-            ctx.send(host_addr(self.host), MigrateVm(self.name, msg.host, req, ctx.address))
+            dest = msg.host
+            self._order(ctx, Op.MIGRATE, MIGRATE_TIMEOUT_S, host_addr(self.host),
+                        lambda req: MigrateVm(self.name, dest, req, ctx.address))
             return
         self._end()
         if msg.host is not None and (self.no_restart or (self.cause == "ha" and not self.wants_ha_restart())):
@@ -248,8 +280,9 @@ class VmActor(Behaviour):
         self.host = msg.host
         self.host_down_cycle = False
         self._set(ctx, VmState.STARTING)
-        req = self._begin(ctx, Op.START, START_TIMEOUT_S)
-        ctx.send(host_addr(self.host), StartVm(self.vm, req, ctx.address, self.cause))
+        cause = self.cause
+        self._order(ctx, Op.START, START_TIMEOUT_S, host_addr(self.host),
+                    lambda req: StartVm(self.vm, req, ctx.address, cause))
 
     def _schedule_retry(self, ctx: Context) -> None:
         if self.retry_pending:
@@ -276,8 +309,8 @@ class VmActor(Behaviour):
         self._end()
         if op is Op.START:
             if msg.ok:
-                self.retry_delay_s = self.config.retry_delay_s
                 self.start_failures = 0
+                self.running_since = ctx.now()
                 self._set(ctx, VmState.RUNNING)
                 self._follow_up(ctx)
             else:
@@ -289,7 +322,7 @@ class VmActor(Behaviour):
                     self._try_start(ctx, "ha", exclude=(failed_host,))  # at once, elsewhere
                 else:
                     self._schedule_retry(ctx)
-        elif op in (Op.STOP, Op.CLEANUP):
+        elif op is Op.STOP:
             if msg.ok:
                 self._stopped(ctx, restart=True)
             else:
@@ -313,9 +346,7 @@ class VmActor(Behaviour):
     def _timed_out(self, ctx: Context) -> None:
         op = self.op
         self._end()
-        if op is Op.CLEANUP:
-            self._stopped(ctx, restart=True)  # the host reported the guest dead already
-        elif op is Op.QUERY:
+        if op is Op.QUERY:
             req = self._begin(ctx, Op.VERDICT, None)
             ctx.send(MANAGER, VerdictRequest(self.name, self.host, req))
         elif op is Op.MIGRATE:
@@ -343,8 +374,8 @@ class VmActor(Behaviour):
         ctx.set_timer(delay_s, _Poll(self.poll_epoch))
 
     def _query(self, ctx: Context) -> None:
-        req = self._begin(ctx, Op.QUERY, self.config.ping_timeout_s)
-        ctx.send(host_addr(self.host), QueryVm(self.name, req, ctx.address))
+        self._order(ctx, Op.QUERY, self.config.ping_timeout_s, host_addr(self.host),
+                    lambda req: QueryVm(self.name, req, ctx.address))
 
     def _judge(self, ctx: Context, connected: bool, gone: bool) -> None:
         """Act on the manager's verdict about the host of an Unknown VM."""
@@ -383,16 +414,26 @@ class VmActor(Behaviour):
             self._query(ctx)  # back, or rebooted: ask what really runs there
 
     def _guest_failed(self, ctx: Context, msg: GuestFailed) -> None:
-        """The guest died on its host (crash, or the host's self-fencer)."""
+        """The guest died on its host (crash, or the host's self-fencer). The host saw it
+        die, so no copy runs: Stopping -> Stopped at once, then restart. A VM that keeps
+        crashing soon after each start is restarted with a doubling delay instead."""
         if msg.host != self.host or self.state in (VmState.STOPPED, VmState.STOPPING):
             return
         if self.state is VmState.RECOVERING:
             return
         ctx.log(f"{self.name}: guest failed on {msg.host}: {msg.reason.value}")
-        if msg.reason is StopReason.FENCED:
-            self.avoid_host = msg.host  # it lost the VM's storage: restart elsewhere
         if self.op is Op.MIGRATE:
             ctx.send(MANAGER, Release(self.name, self.migrate_dest))
+        self._end()
         self._set(ctx, VmState.STOPPING)
-        req = self._begin(ctx, Op.CLEANUP, STOP_TIMEOUT_S)
-        ctx.send(host_addr(self.host), StopVm(self.name, req, ctx.address, force=True))
+        if msg.reason is StopReason.FENCED:
+            self.avoid_host = msg.host  # it lost the VM's storage: restart elsewhere
+            self._stopped(ctx, restart=True)
+            return
+        if ctx.now() - self.running_since >= self.config.retry_delay_s:
+            self.retry_delay_s = self.config.retry_delay_s  # it had been stable: a fresh crash
+            self._stopped(ctx, restart=True)
+        else:
+            self._stopped(ctx, restart=False)  # crashing in a loop: back off
+            if self.wants_ha_restart():
+                self._schedule_retry(ctx)

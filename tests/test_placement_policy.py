@@ -129,23 +129,25 @@ def test_choosing_then_reserving_never_over_commits() -> None:
 
 
 def stretched(config: HaConfig) -> float:
-    """One host fencing deadline plus one heartbeat interval, measured on a host clock,
-    as the longest time it may take on the manager's clock."""
+    """The host's fencing deadline, measured on a host clock, as the longest time it may
+    take on the manager's clock."""
     drift = config.clock_drift_max
-    host_s = host_fence_after_s(config) + config.self_fencer_interval_s
-    return host_s * (1 + drift) / (1 - drift)
+    return host_fence_after_s(config) * (1 + drift) / (1 - drift)
 
 
-def test_host_fence_after_is_interval_times_attempts() -> None:
-    assert host_fence_after_s(DEFAULT) == 5.0 * 6
-    assert host_fence_after_s(TUNED) == 2.0 * 3
+def test_host_fence_after_counts_attempts_timeout_and_the_noticing_tick() -> None:
+    # maxAttempts more writes after the last acked one, the last one's timeout, one tick.
+    assert host_fence_after_s(DEFAULT) == 5.0 * (6 + 1) + 5.0
+    assert host_fence_after_s(TUNED) == pytest.approx(
+        TUNED.self_fencer_interval_s * (TUNED.self_fencer_max_attempts + 1)
+        + TUNED.self_fencer_storage_timeout_s)
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_manager_window_outlasts_the_host_deadline_for_each_profile(name: str) -> None:
     config = PROFILES[name]
     window = manager_fence_window_s(config)
-    assert window > host_fence_after_s(config) + config.self_fencer_interval_s
+    assert window > host_fence_after_s(config)
     assert window > stretched(config)
     assert window >= stretched(config) + config.self_fencer_storage_timeout_s - 1e-9
 
@@ -156,8 +158,7 @@ def test_manager_window_grows_with_drift(name: str) -> None:
     windows = [manager_fence_window_s(replace(config, clock_drift_max=d)) for d in (0.0, 0.01, 0.05, 0.2)]
     assert windows == sorted(windows) and len(set(windows)) == len(windows)
     exact = replace(config, clock_drift_max=0.0)
-    assert windows[0] == pytest.approx(host_fence_after_s(exact) + exact.self_fencer_interval_s
-                                       + exact.self_fencer_storage_timeout_s)
+    assert windows[0] == pytest.approx(host_fence_after_s(exact) + exact.self_fencer_storage_timeout_s)
 
 
 def test_manager_window_outlasts_the_host_deadline_for_random_configs() -> None:
