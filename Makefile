@@ -1,4 +1,7 @@
 # neverstop: every set-up step a fresh Debian 12 machine needs lives here.
+#   make venv   .venv with the package (editable) and its test tools
+#   make test   lint, type-check the pure core, run the tests
+#   make demo   one documented scenario, with its timeline plot
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,8 +11,23 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# Debian ships the venv module's pip bootstrap (ensurepip) in a separate package:
+# install it when missing (as root, or through sudo), else say what to install.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if [ -z "$(PYTHON)" ]; then echo "need python3.11 (apt-get install python3.11)" >&2; exit 1; fi
+	@if [ ! -x $(BIN)/pip ]; then \
+	  rm -rf $(VENV); \
+	  if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update && apt-get install -y python3-venv; \
+	    elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
+	      sudo apt-get update && sudo apt-get install -y python3-venv; \
+	    else \
+	      echo "$(PYTHON) cannot create a venv: install python3-venv" >&2; exit 1; \
+	    fi; \
+	  fi; \
+	  echo "$(PYTHON) -m venv $(VENV)"; $(PYTHON) -m venv $(VENV); \
+	fi
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
@@ -18,7 +36,7 @@ lint: venv
 	$(BIN)/ruff check actors sim real tests
 	$(BIN)/mypy actors
 
-test: lint
+test: venv lint
 	$(BIN)/pytest -q
 
 demo: venv
@@ -26,4 +44,4 @@ demo: venv
 	@echo "timeline plot: $(CURDIR)/demo-timeline.png"
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-timeline.png
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-timeline.png

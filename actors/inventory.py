@@ -71,6 +71,7 @@ class VmInit:
     state: VmState  # RUNNING or STOPPED
     host: str  # where it runs, or its home host when stopped
     no_restart: bool = False  # a user stopped it with "do not restart" (restored from a store)
+    stop_pending: bool = False  # a user asked to stop it and it was not seen Stopped yet
 
 
 @dataclass(frozen=True)

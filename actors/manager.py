@@ -114,7 +114,8 @@ class HostTracker:
 
 
 class HaManager(Behaviour):
-    def __init__(self, inventory: Inventory, config: HaConfig) -> None:
+    def __init__(self, inventory: Inventory, config: HaConfig,
+                 maintenance: frozenset[str] = frozenset()) -> None:
         self.inventory = inventory
         self.config = config
         self.hosts = {h.name: h for h in inventory.hosts}
@@ -128,7 +129,7 @@ class HaManager(Behaviour):
         self.capacity = Capacity(self.hosts)
         self.home: dict[str, str] = {}
         self.by_home: dict[str, set[str]] = {h.name: set() for h in inventory.hosts}
-        self.maintenance: set[str] = set()
+        self.maintenance: set[str] = set(maintenance)
         self.waiting: set[str] = set()
         self.deleted_networks: set[tuple[str, str]] = set()
         self.next_req = 0
@@ -143,7 +144,7 @@ class HaManager(Behaviour):
 
         for init in self.inventory.vms:
             self._set_home(init.vm.name, init.host)
-            if init.state is VmState.RUNNING:
+            if init.state in (VmState.RUNNING, VmState.UNKNOWN):
                 self.capacity.reserve(init.vm, init.host)
             ctx.spawn(vm_addr(init.vm.name), VmActor(init, self.config))
         for name in sorted(self.hosts):
@@ -151,6 +152,9 @@ class HaManager(Behaviour):
             ctx.set_timer(ctx.random.uniform(0, self.config.ping_interval_s), _PingTick(name, 0))
             tracker.ping_epoch = 0
         ctx.set_timer(self.config.scan_interval_s, _ScanTick())
+        push = ConfigPush(self.config)  # after a restart, hosts may hold an older config
+        for name in sorted(self.hosts):
+            ctx.send(host_addr(name), push)
 
     def _set_home(self, vm: str, host: str) -> None:
         old = self.home.get(vm)

@@ -98,7 +98,7 @@ class VmActor(Behaviour):
         self.retry_epoch = 0
         self.retry_pending = False
         self.host_down_cycle = False  # its only host is down: repeat Unknown->Recovering->Stopped
-        self.stop_requested = False
+        self.stop_requested = init.stop_pending
         self.evacuate_requested = False
         self.poll_epoch = 0
         self.order: tuple[str, object] | None = None  # the order in flight, for resending
@@ -147,6 +147,8 @@ class VmActor(Behaviour):
         # restarted VM actor must not be mistaken for its previous incarnation.
         self.req = ctx.random.randrange(1 << 40)
         self._publish(ctx)
+        if self.state is VmState.UNKNOWN:
+            self._query(ctx)  # a restarted manager: find out what really runs
 
     def receive(self, ctx: Context, msg: object) -> None:
         if isinstance(msg, OpReply):

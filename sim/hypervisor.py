@@ -1,7 +1,10 @@
 """A simulated hypervisor per host: guests boot, stop, migrate and crash in virtual time.
 
 It implements ``actors.context.HypervisorPort`` for the host agent and writes every
-guest start and end into the ground truth.
+guest start and end into the ground truth. A hung libvirt daemon (``hang``) answers
+nothing until it resumes: orders wait, events wait, and the guest list the agent sees is
+the one from before the hang, while the guests themselves keep running. The self-fencer
+does not go through libvirt (it kills qemu processes), so it still works.
 """
 
 from __future__ import annotations
@@ -36,13 +39,17 @@ class SimHypervisor:
         self.guests: dict[str, str] = {}  # vm -> pool
         self.powered = True
         self.power_epoch = 0
+        self.hung_view: dict[str, str] | None = None  # what libvirt last said, while hung
+        self.waiting: list[Any] = []  # calls and events held back by a hung daemon
 
     # -- the port --------------------------------------------------------------------------------
 
     def running(self) -> Mapping[str, str]:
-        return self.guests
+        return self.guests if self.hung_view is None else self.hung_view
 
     def start(self, vm: VmDef, token: int, cause: str) -> None:
+        if self._held(lambda: self.start(vm, token, cause)):
+            return
         epoch = self.power_epoch
 
         def booted(_: Any) -> None:
@@ -56,6 +63,8 @@ class SimHypervisor:
         self._later(self.rng.uniform(*BOOT_S), booted)
 
     def stop(self, vm: str, token: int, force: bool, fence: bool = False) -> None:
+        if not fence and self._held(lambda: self.stop(vm, token, force)):
+            return
         epoch = self.power_epoch
         reason = StopReason.FENCED if fence else StopReason.DESTROYED if force else StopReason.SHUTDOWN
 
@@ -69,6 +78,8 @@ class SimHypervisor:
         self._later(DESTROY_S if force else SHUTDOWN_S, stopped)
 
     def migrate(self, vm: str, dest_host: str, token: int) -> None:
+        if self._held(lambda: self.migrate(vm, dest_host, token)):
+            return
         epoch = self.power_epoch
         dest = self.peers[dest_host]
         pool = self.guests.get(vm, "")
@@ -104,6 +115,27 @@ class SimHypervisor:
         self.guests.clear()
         self.powered = False
         self.power_epoch += 1
+        self.hung_view = None  # a reboot brings a fresh daemon
+        self.waiting.clear()
+
+    def hang(self) -> None:
+        if self.hung_view is None:
+            self.hung_view = dict(self.guests)
+
+    def resume(self) -> None:
+        if self.hung_view is None:
+            return
+        self.hung_view = None
+        waiting, self.waiting = self.waiting, []
+        for call in waiting:
+            call()
+
+    def _held(self, call: Any) -> bool:
+        """While the daemon hangs, keep the call for when it answers again."""
+        if self.hung_view is None:
+            return False
+        self.waiting.append(call)
+        return True
 
     def power_on(self) -> None:
         self.powered = True
@@ -122,6 +154,9 @@ class SimHypervisor:
         return True
 
     def _to_agent(self, msg: object) -> None:
+        if self.hung_view is not None:
+            self.waiting.append(lambda: self.runtime.deliver(host_addr(self.host), msg))
+            return
         self.runtime.deliver(host_addr(self.host), msg)
 
     def _later(self, delay_s: float, callback: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import simpy
@@ -73,6 +73,35 @@ def build_inventory(scenario: Scenario) -> Inventory:
     return Inventory(hosts, pools, vms)
 
 
+@dataclass
+class ManagerStore:
+    """What the management node keeps on disk, so that a restarted manager loses no HA
+    intent: levels, no-restart flags, the config, hosts in maintenance, and each VM's
+    last known state and host. Real mode keeps the same in SQLite."""
+
+    levels: dict[str, HaLevel]
+    no_restart: dict[str, bool]
+    config: HaConfig
+    maintenance: set[str] = field(default_factory=set)
+    state: dict[str, VmState] = field(default_factory=dict)
+    home: dict[str, str] = field(default_factory=dict)
+    stop_pending: set[str] = field(default_factory=set)  # user stops not yet seen done
+
+    def restore(self, inventory: Inventory) -> Inventory:
+        """The inventory a restarted manager starts from: a VM that was not Stopped is
+        Unknown until its host has been asked; nothing is assumed running."""
+        vms = []
+        for init in inventory.vms:
+            name = init.vm.name
+            stopped = self.state.get(name, init.state) is VmState.STOPPED
+            vms.append(replace(
+                init, level=self.levels[name], no_restart=self.no_restart[name],
+                stop_pending=name in self.stop_pending and not stopped,
+                state=VmState.STOPPED if stopped else VmState.UNKNOWN,
+                host=self.home.get(name, init.host)))
+        return replace(inventory, vms=tuple(vms))
+
+
 class Simulation:
     """One run of one scenario. ``run()`` returns its RunResult."""
 
@@ -97,6 +126,11 @@ class Simulation:
         self.faults: list[FaultMark] = []
         self.on_transition = on_transition
         self.runtime.on_publish.append(self._published)
+        self.store = ManagerStore(
+            levels={v.name: v.ha for v in scenario.vms},
+            no_restart={v.name: False for v in scenario.vms},
+            config=self.config,
+        )
 
     # -- building --------------------------------------------------------------------------------
 
@@ -131,12 +165,17 @@ class Simulation:
             self._boot_agent(host.name)
         self.runtime.spawn(MANAGER, MANAGEMENT_NODE, HaManager(self.inventory, self.config))
 
+    def _restart_manager(self) -> None:
+        manager = HaManager(self.store.restore(self.inventory), self.store.config,
+                            maintenance=frozenset(self.store.maintenance))
+        self.runtime.spawn(MANAGER, MANAGEMENT_NODE, manager)
+
     def _drift_clock(self, node: str) -> None:
         """Give ``node`` a clock rate within the scenario's drift bound, fixed for the run."""
         drift = self.scenario.network.clock_drift
         if drift:
             rng = seeded(self.scenario.seed, f"clock:{node}")
-            self.runtime.drift[node] = 1.0 + rng.uniform(-drift, drift)
+            self.runtime.set_clock_rate(node, 1.0 + rng.uniform(-drift, drift))
 
     def _boot_agent(self, host: str) -> None:
         agent = HostAgent(host, self._shared_pools(host), self.config)
@@ -147,6 +186,11 @@ class Simulation:
             return
         old = self.last_state.get(event.vm, "-")
         self.last_state[event.vm] = event.state.value
+        self.store.state[event.vm] = event.state
+        if event.state is VmState.STOPPED:
+            self.store.stop_pending.discard(event.vm)
+        if event.host is not None:
+            self.store.home[event.vm] = event.host
         tr = Transition(now, event.vm, event.state.value, event.host)
         self.transitions.append(tr)
         if self.on_transition is not None:
@@ -186,36 +230,61 @@ class Simulation:
             for hv in self.hypervisors.values():
                 hv.crash(target)
         elif action in ("network-down", "network-up"):
-            network = args.get("network", "all")
-            nets = list(Network) if network == "all" else [Network(network)]
-            for n in nets:
-                self.network.set_up(target, n, action == "network-up")
+            for n in self._networks(args):
+                self.network.set_direction(target, n, args.get("direction", "both"), action == "network-up")
+        elif action == "link-loss":
+            for n in self._networks(args):
+                self.network.degrade(target, n, args["loss"], args.get("latency", 0.0))
+        elif action == "clock-drift":
+            self.runtime.set_clock_rate(target, args["rate"])
+        elif action == "libvirt-hang":
+            self.hypervisors[target].hang()
+        elif action == "libvirt-resume":
+            self.hypervisors[target].resume()
+        elif action == "manager-crash":
+            self.runtime.kill_node(MANAGEMENT_NODE)
+        elif action == "manager-restart":
+            if not self.runtime.cells[MANAGER].alive:
+                self._restart_manager()
         elif action in ("storage-down", "storage-up"):
             self.network.block(target, pool_node(args["pool"]), action == "storage-down")
         else:
             self._user_action(now, action, target, args)
 
+    @staticmethod
+    def _networks(args: dict[str, Any]) -> list[Network]:
+        network = args.get("network", "all")
+        return list(Network) if network == "all" else [Network(network)]
+
     def _user_action(self, now: float, action: str, target: str, args: dict[str, Any]) -> None:
-        intents = self.truth.intents
+        """A user's API call: the truth and the manager's store take it at once (the
+        store is on disk even while the manager is down); the manager gets a message."""
+        intents, store = self.truth.intents, self.store
         if action == "vm-stop":
             no_restart = bool(args.get("no_restart", False))
-            intents[target].no_restart = no_restart
+            intents[target].no_restart = store.no_restart[target] = no_restart
+            store.stop_pending.add(target)
             self._user(UserStopVm(target, no_restart))
         elif action == "vm-start":
-            intents[target].no_restart = False
+            intents[target].no_restart = store.no_restart[target] = False
+            store.stop_pending.discard(target)
             self._user(UserStartVm(target))
         elif action == "set-ha":
             level: HaLevel = args["level"]
-            intents[target].level = level
+            intents[target].level = store.levels[target] = level
             self._user(UserSetHa(target, level))
         elif action == "set-config":
             if args["key"] == "ha.enable":
                 self.truth.ha_enable = bool(args["value"])
+            store.config = store.config.with_key(args["key"], args["value"])
             self._user(UserSetConfig(args["key"], args["value"]))
-        elif action == "maintenance-enter":
-            self._user(UserMaintenance(target, True))
-        elif action == "maintenance-exit":
-            self._user(UserMaintenance(target, False))
+        elif action in ("maintenance-enter", "maintenance-exit"):
+            enter = action == "maintenance-enter"
+            if enter:
+                store.maintenance.add(target)
+            else:
+                store.maintenance.discard(target)
+            self._user(UserMaintenance(target, enter))
         elif action == "detach-network":
             self._user(UserDetachNic(target, args.get("network", "business")))
         elif action == "delete-network":

@@ -75,6 +75,10 @@ HOST_ACTIONS = frozenset(
         "network-up",
         "storage-down",
         "storage-up",
+        "link-loss",
+        "clock-drift",
+        "libvirt-hang",
+        "libvirt-resume",
     }
 )
 VM_ACTIONS = frozenset({"vm-crash", "vm-stop", "vm-start", "set-ha", "detach-network"})
@@ -85,7 +89,10 @@ _REQUIRED_ARGS: dict[str, frozenset[str]] = {
     "set-ha": frozenset({"level"}),
     "set-config": frozenset({"key", "value"}),
     "delete-network": frozenset({"network"}),
+    "link-loss": frozenset({"loss"}),
+    "clock-drift": frozenset({"rate"}),
 }
+DIRECTIONS = ("in", "out", "both")
 _NETWORK_NAMES = tuple(n.value for n in Network)
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -696,9 +703,36 @@ def _stop_args(table: _Table, target: str | None, world: _World) -> dict[str, An
 
 
 def _host_network_args(table: _Table, target: str | None, world: _World) -> dict[str, Any]:
-    """network-down/up: one network of the host, or all of them at once."""
+    """network-down/up: one network of the host, or all of them at once; ``direction``
+    makes a one-way partition (``in``: the host hears nothing, ``out``: it is not heard)."""
     choices = (*_NETWORK_NAMES, "all")
-    return {"network": table.get_or("network", _word(choices, "network"), "all")}
+    return {
+        "network": table.get_or("network", _word(choices, "network"), "all"),
+        "direction": table.get_or("direction", _word(DIRECTIONS, "direction"), "both"),
+    }
+
+
+def _link_loss_args(table: _Table, target: str | None, world: _World) -> dict[str, Any]:
+    """link-loss: the host's link(s) drop a share of messages and add latency to each;
+    ``loss = 0`` (with no latency) sets the link back."""
+    choices = (*_NETWORK_NAMES, "all")
+    return {
+        "network": table.get_or("network", _word(choices, "network"), "all"),
+        "loss": table.get("loss", _ratio(1.0)),
+        "latency": table.get_or("latency", _duration, 0.0),
+    }
+
+
+def _clock_drift_args(table: _Table, target: str | None, world: _World) -> dict[str, Any]:
+    """clock-drift: the host's clock rate from now on (1.01 runs 1% fast)."""
+
+    def rate(value: object, where: str) -> float:
+        low, high = 1 - CLOCK_DRIFT_MAX, 1 + CLOCK_DRIFT_MAX
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise _Invalid(where, f"must be a clock rate from {low:g} to {high:g}, not {describe(value)}")
+        return float(value)
+
+    return {"rate": table.get("rate", rate)}
 
 
 def _storage_args(table: _Table, target: str | None, world: _World) -> dict[str, Any]:
@@ -751,6 +785,12 @@ _ARGS: dict[str, _Args] = {
     "set-config": _set_config_args,
     "detach-network": _detach_args,
     "delete-network": _delete_network_args,
+    "link-loss": _link_loss_args,
+    "clock-drift": _clock_drift_args,
+    "libvirt-hang": _no_args,
+    "libvirt-resume": _no_args,
+    "manager-crash": _no_args,
+    "manager-restart": _no_args,
 }
 
 

@@ -22,8 +22,14 @@ ACTIONS: dict[str, tuple[bool, frozenset[str]]] = {
     "vm-crash": (True, frozenset()),
     "vm-stop": (True, frozenset({"no_restart"})),
     "vm-start": (True, frozenset()),
-    "network-down": (True, frozenset({"network"})),
-    "network-up": (True, frozenset({"network"})),
+    "network-down": (True, frozenset({"network", "direction"})),
+    "network-up": (True, frozenset({"network", "direction"})),
+    "link-loss": (True, frozenset({"network", "loss", "latency"})),
+    "clock-drift": (True, frozenset({"rate"})),
+    "libvirt-hang": (True, frozenset()),
+    "libvirt-resume": (True, frozenset()),
+    "manager-crash": (False, frozenset()),
+    "manager-restart": (False, frozenset()),
     "storage-down": (True, frozenset({"pool"})),
     "storage-up": (True, frozenset({"pool"})),
     "maintenance-enter": (True, frozenset()),
@@ -84,8 +90,9 @@ class VmSpec:
 @dataclass(frozen=True)
 class EventSpec:
     """One fault or user action. `args` holds the action's extra keys, already typed:
-    network -> str ("management"|"storage"|"business"|"all"), pool -> str,
-    no_restart -> bool, level -> HaLevel, key -> str, value -> Any (durations in s)."""
+    network -> str ("management"|"storage"|"business"|"all"), direction -> "in"|"out"|"both",
+    pool -> str, no_restart -> bool, level -> HaLevel, key -> str, value -> Any (durations
+    in s), loss -> float, latency -> float (s), rate -> float (clock rate, 1.01 = 1% fast)."""
 
     at_s: float
     action: str

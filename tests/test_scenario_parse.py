@@ -153,7 +153,7 @@ def test_events_are_sorted_stably_and_typed() -> None:
     assert config.target is None
     assert config.args == {"key": "ha.neverStopVm.scan.interval", "value": 20.0}
     assert power.args == {} and power.target == "host-1"
-    assert net.args == {"network": "all"}
+    assert net.args == {"network": "all", "direction": "both"}
 
 
 def test_ha_overrides_apply_to_the_profile() -> None:
@@ -479,7 +479,7 @@ BAD: list[tuple[str, str, str]] = [
     (
         "event-action",
         event('at = "1s"\naction = "explode"\n'),
-        "x.toml: event[1].action: unknown action 'explode' (known: delete-network, detach-network, ",
+        "x.toml: event[1].action: unknown action 'explode' (known: clock-drift, delete-network, detach-network, ",
     ),
     ("event-no-action", event('at = "1s"\n'), "event[1]: missing required key 'action'"),
     (
@@ -677,11 +677,19 @@ ONE_EVENT = {
     "set-config": 'key = "ha.strategy"\nvalue = "Force"',
     "detach-network": 'target = "VM-1"',
     "delete-network": 'network = "storage"',
+    "link-loss": 'target = "host-1"\nnetwork = "management"\nloss = 0.05\nlatency = "50ms"',
+    "clock-drift": 'target = "host-1"\nrate = 1.01',
+    "libvirt-hang": 'target = "host-1"',
+    "libvirt-resume": 'target = "host-1"',
+    "manager-crash": "",
+    "manager-restart": "",
 }
 ONE_EVENT_ARGS = {
     "vm-stop": {"no_restart": False},
-    "network-down": {"network": "storage"},
-    "network-up": {"network": "all"},
+    "network-down": {"network": "storage", "direction": "both"},
+    "network-up": {"network": "all", "direction": "both"},
+    "link-loss": {"network": "management", "loss": 0.05, "latency": 0.05},
+    "clock-drift": {"rate": 1.01},
     "storage-down": {"pool": "local-2"},
     "storage-up": {"pool": "nfs-1"},
     "set-ha": {"level": HaLevel.NEVER_STOP},
