@@ -6,7 +6,7 @@ user-facing spelling so that an operator can carry settings over from a ZStack c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from actors.states import Strategy
@@ -35,19 +35,22 @@ class HaConfig:
     # Not a ZStack key: the largest clock-rate error between any two nodes that the
     # fencing deadline must tolerate (0.02 = 2%).
     clock_drift_max: float = 0.02
+    # Bumped by every change. A host writes the revision its self-fencer is armed under
+    # into its heartbeat; the manager trusts a fence only under its own revision.
+    revision: int = field(default=0, compare=False)
 
     def with_key(self, key: str, value: Any) -> HaConfig:
         """Return a copy with one ZStack key set; raises ConfigError on a bad key or value."""
-        field = KEY_TO_FIELD.get(key)
-        if field is None:
+        name = KEY_TO_FIELD.get(key)
+        if name is None:
             raise ConfigError(f"unknown HA key {key!r} (known: {', '.join(sorted(KEY_TO_FIELD))})")
-        return replace(self, **{field: coerce(key, field, value)})
+        return replace(self, **{name: coerce(key, name, value)}, revision=self.revision + 1)
 
     def as_keys(self) -> dict[str, Any]:
         """The config as ZStack key -> value (durations in seconds)."""
         out: dict[str, Any] = {}
-        for key, field in KEY_TO_FIELD.items():
-            value = getattr(self, field)
+        for key, name in KEY_TO_FIELD.items():
+            value = getattr(self, name)
             out[key] = value.value if isinstance(value, Strategy) else value
         return out
 

@@ -65,7 +65,7 @@ class _PendingCheck:
     target: str
     pools: tuple[str, ...]
     reachable: set[Network] = field(default_factory=set)
-    heartbeats: dict[str, int] = field(default_factory=dict)
+    heartbeats: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,11 +92,13 @@ class HostAgent(Behaviour):
         self.next_token = 0
         self.expected_stops: set[str] = set()  # guests we are stopping or moving on purpose
         self.unacked: dict[str, GuestFailed] = {}  # failure reports not yet acknowledged
+        self.failure_seq = 0  # set to a random start in on_start: a rebooted host numbers anew
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self, ctx: Context) -> None:
         self.hb_failed = {p: 0 for p in self.shared_pools}
+        self.failure_seq = ctx.random.randrange(1 << 40)
         ctx.send(MANAGER, HostBooted(self.name))
         if self.shared_pools:
             self._heartbeat(ctx)
@@ -104,14 +106,17 @@ class HostAgent(Behaviour):
     def receive(self, ctx: Context, msg: object) -> None:
         if isinstance(msg, Ping):
             ctx.send(MANAGER, Pong(self.name, msg.seq, tuple(sorted(self._hv(ctx).running())),
-                                   self._pools_ok(ctx)))
+                                   self._pools_ok(ctx), self.config.revision))
         elif isinstance(msg, _HeartbeatTick):
             if msg.epoch == self.epoch:
                 self._heartbeat(ctx)
         elif isinstance(msg, HeartbeatAck):
             sent_at = self.hb_pending.get(msg.pool, {}).pop(msg.seq, None)
-            if sent_at is not None and ctx.now() - sent_at <= self.config.self_fencer_storage_timeout_s:
-                self.hb_failed[msg.pool] = 0
+            if sent_at is not None:
+                if ctx.now() - sent_at <= self.config.self_fencer_storage_timeout_s:
+                    self.hb_failed[msg.pool] = 0
+                else:
+                    self.hb_failed[msg.pool] += 1  # acknowledged too late: a failed write
         elif isinstance(msg, (StartVm, StopVm, MigrateVm, QueryVm)):
             self._guest_op(ctx, msg)
         elif isinstance(msg, HvDone):
@@ -129,13 +134,16 @@ class HostAgent(Behaviour):
         elif isinstance(msg, HeartbeatValue):
             check = self.checks.get(msg.req)
             if check is not None:
-                check.heartbeats[msg.pool] = msg.seq
+                check.heartbeats[msg.pool] = (msg.seq, msg.armed)
         elif isinstance(msg, _CheckDone):
             self._finish_check(ctx, msg.req)
         elif isinstance(msg, ConfigPush):
             self.config = msg.config
+            ctx.publish(msg)  # the runtime may record which config each host applied
         elif isinstance(msg, FailureAck):
-            self.unacked.pop(msg.vm, None)
+            report = self.unacked.get(msg.vm)
+            if report is not None and report.seq == msg.seq:
+                del self.unacked[msg.vm]
         elif isinstance(msg, _ResendFailure):
             report = self.unacked.get(msg.vm)
             if report is not None and msg.left > 0:
@@ -160,7 +168,8 @@ class HostAgent(Behaviour):
                 self._fence(ctx, pool)
             self.hb_seq += 1
             pending[self.hb_seq] = now
-            ctx.send(pool_addr(pool), HeartbeatWrite(self.name, self.hb_seq), Network.STORAGE)
+            armed = self.config.revision if self_fencing_on(self.config) else None
+            ctx.send(pool_addr(pool), HeartbeatWrite(self.name, self.hb_seq, armed), Network.STORAGE)
         ctx.set_timer(self.config.self_fencer_interval_s, _HeartbeatTick(self.epoch))
 
     def _fence(self, ctx: Context, pool: str) -> None:
@@ -204,18 +213,14 @@ class HostAgent(Behaviour):
         hv = self._hv(ctx)
         vm = msg.vm.name if isinstance(msg, StartVm) else msg.vm
         running = vm in hv.running()
-        if isinstance(msg, QueryVm) or (isinstance(msg, StartVm) and running) or (
-            isinstance(msg, StopVm) and not running
-        ):
-            ok = running if isinstance(msg, QueryVm) else True
-            ctx.send(msg.reply_to, OpReply(self.name, vm, msg.req, ok))
+        if isinstance(msg, QueryVm):
+            ctx.send(msg.reply_to, OpReply(self.name, vm, msg.req, running))
             return
-        if isinstance(msg, MigrateVm) and not running:
-            ctx.send(msg.reply_to, OpReply(self.name, vm, msg.req, False, "not running here"))
-            return
-        if isinstance(msg, StartVm) and msg.vm.pool_shared and msg.vm.pool not in self._pools_ok(ctx):
-            error = f"storage pool {msg.vm.pool} is not reachable from {self.name}"
-            ctx.send(msg.reply_to, OpReply(self.name, vm, msg.req, False, error))
+        if isinstance(msg, StartVm):
+            self.unacked.pop(vm, None)  # a new start means the last failure was seen
+        refusal = self._refusal(ctx, msg, running)
+        if refusal is not None:
+            self._answer(ctx, key, OpReply(self.name, vm, msg.req, refusal == "", refusal))
             return
         token = self._token()
         self.ops[token] = _PendingOp(msg.reply_to, vm, msg.req)
@@ -230,17 +235,36 @@ class HostAgent(Behaviour):
             self.expected_stops.add(vm)
             hv.migrate(vm, msg.dest, token)
 
+    def _refusal(self, ctx: Context, msg: StartVm | StopVm | MigrateVm, running: bool) -> str | None:
+        """Answer an order at once when there is nothing to do ("") or it cannot be done
+        (the reason); None when the hypervisor has work to do."""
+        if isinstance(msg, StartVm):
+            if running:
+                return ""
+            if msg.cause == "ha" and not self.config.enable:
+                return "HA is switched off"
+            if msg.vm.pool_shared and msg.vm.pool not in self._pools_ok(ctx):
+                return f"storage pool {msg.vm.pool} is not reachable from {self.name}"
+        elif isinstance(msg, StopVm):
+            return "" if not running else None
+        elif not running:
+            return "not running here"
+        return None
+
+    def _answer(self, ctx: Context, key: tuple[str, int], reply: OpReply) -> None:
+        """Send an order's answer and remember it, so that a repeat gets the same one."""
+        self.answered[key] = reply
+        while len(self.answered) > ANSWERS_KEPT:
+            del self.answered[next(iter(self.answered))]  # oldest first: dicts keep order
+        ctx.send(key[0], reply)
+
     def _op_done(self, ctx: Context, msg: HvDone) -> None:
         op = self.ops.pop(msg.token, None)
         if op is None:
             return
-        reply = OpReply(self.name, op.vm, op.req, msg.ok, msg.error)
         key = (op.reply_to, op.req)
         self.inflight.discard(key)
-        self.answered[key] = reply
-        while len(self.answered) > ANSWERS_KEPT:
-            del self.answered[next(iter(self.answered))]  # oldest first: dicts keep order
-        ctx.send(op.reply_to, reply)
+        self._answer(ctx, key, OpReply(self.name, op.vm, op.req, msg.ok, msg.error))
 
     def _guest_stopped(self, ctx: Context, msg: GuestStopped) -> None:
         """Only failures are news: deliberate stops are answered through their operation."""
@@ -251,7 +275,8 @@ class HostAgent(Behaviour):
             self._report_failure(ctx, msg.vm, msg.reason)
 
     def _report_failure(self, ctx: Context, vm: str, reason: StopReason) -> None:
-        report = GuestFailed(self.name, vm, reason)
+        self.failure_seq += 1
+        report = GuestFailed(self.name, vm, reason, self.failure_seq)
         self.unacked[vm] = report
         ctx.send(vm_addr(vm), report)
         ctx.set_timer(FAILURE_RESEND_S, _ResendFailure(vm, FAILURE_RESENDS_MAX))
@@ -278,6 +303,6 @@ class HostAgent(Behaviour):
             target=check.target,
             req=check.reply_to_req,
             reachable=tuple(sorted(check.reachable, key=lambda n: n.value)),
-            heartbeats=tuple(sorted(check.heartbeats.items())),
+            heartbeats=tuple((pool, seq, armed) for pool, (seq, armed) in sorted(check.heartbeats.items())),
         )
         ctx.send(MANAGER, reply)

@@ -102,6 +102,7 @@ class HostTracker:
     hb_seq: dict[str, int] = field(default_factory=dict)  # pool -> last seq seen
     hb_seen_t: dict[str, float] = field(default_factory=dict)  # when that seq was first seen
     hb_read_t: dict[str, float] = field(default_factory=dict)  # latest read still showing it
+    hb_armed: dict[str, int | None] = field(default_factory=dict)  # revision its fencer is armed under
 
     def status(self) -> str:
         if self.connected:
@@ -292,6 +293,8 @@ class HaManager(Behaviour):
         t.ping_outstanding = None
         t.failures = 0
         t.pools_ok = msg.pools_ok
+        if msg.config_revision != self.config.revision:
+            ctx.send(host_addr(msg.host), ConfigPush(self.config))  # the last push was lost
         self._destroy_strays(ctx, msg)
         self._cross_check(ctx, msg)
         if t.connected:
@@ -415,7 +418,8 @@ class HaManager(Behaviour):
             return
         t.replies.append(msg)
         now = ctx.now()
-        for pool, seq in msg.heartbeats:
+        for pool, seq, armed in msg.heartbeats:
+            t.hb_armed[pool] = armed
             seen = t.hb_seq.get(pool)
             if seq != seen:  # any change, even downwards (a rebooted host), is a write
                 if seen is not None:
@@ -444,6 +448,8 @@ class HaManager(Behaviour):
             read_t = t.hb_read_t.get(pool)
             if read_t is None or pool in t.gone_pools:
                 continue
+            if t.hb_armed.get(pool) != self.config.revision:
+                continue  # its fencer is off, or armed under settings we no longer hold
             if read_t - timeout_s - t.hb_seen_t[pool] >= window_s:
                 newly.add(pool)
         if newly:

@@ -27,6 +27,7 @@ class Pong:
     seq: int
     running: tuple[str, ...]
     pools_ok: tuple[str, ...]  # shared pools whose heartbeat is fresh on this host
+    config_revision: int = 0  # the config the host runs by: a stale one is pushed again
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class CheckHostReply:
     target: str
     req: int
     reachable: tuple[Network, ...]
-    heartbeats: tuple[tuple[str, int], ...]  # (pool, last sequence number seen there)
+    heartbeats: tuple[tuple[str, int, int | None], ...]  # (pool, last seq, armed revision)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class PowerStatus:
 class HeartbeatWrite:
     host: str
     seq: int
+    armed: int | None = None  # config revision the host's self-fencer is armed under; None: off
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class HeartbeatValue:
     host: str
     req: int
     seq: int  # -1 when the host never wrote here
+    armed: int | None = None
 
 
 # --- VM actor <-> host agent: guest operations --------------------------------------------
@@ -170,11 +173,13 @@ class GuestFailed:
     host: str
     vm: str
     reason: StopReason
+    seq: int = 0  # the agent's number for this failure: a repeat carries the same one
 
 
 @dataclass(frozen=True)
 class FailureAck:
     vm: str
+    seq: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from actors.states import Network
 class StoragePool(Behaviour):
     def __init__(self, name: str) -> None:
         self.name = name
-        self.heartbeats: dict[str, int] = {}
+        self.heartbeats: dict[str, tuple[int, int | None]] = {}  # host -> (seq, armed revision)
 
     def receive(self, ctx: Context, msg: object) -> None:
         if isinstance(msg, HeartbeatWrite):
-            self.heartbeats[msg.host] = msg.seq
+            self.heartbeats[msg.host] = (msg.seq, msg.armed)
             ctx.send(host_addr(msg.host), HeartbeatAck(self.name, msg.seq), Network.STORAGE)
         elif isinstance(msg, HeartbeatRead):
-            seq = self.heartbeats.get(msg.host, -1)
-            ctx.send(msg.reply_to, HeartbeatValue(self.name, msg.host, msg.req, seq), Network.STORAGE)
+            seq, armed = self.heartbeats.get(msg.host, (-1, None))
+            ctx.send(msg.reply_to, HeartbeatValue(self.name, msg.host, msg.req, seq, armed), Network.STORAGE)

@@ -16,6 +16,7 @@ from actors.config import HaConfig
 from actors.context import Behaviour, Context
 from actors.inventory import MANAGER, VmInit, host_addr
 from actors.messages import (
+    Claim,
     ConfigPush,
     Evacuate,
     FailureAck,
@@ -102,6 +103,7 @@ class VmActor(Behaviour):
         self.evacuate_requested = False
         self.poll_epoch = 0
         self.order: tuple[str, object] | None = None  # the order in flight, for resending
+        self.last_failure: tuple[str, int] | None = None  # (host, seq) of the last failure handled
         self.running_since = float("-inf")  # found running: stable for as long as anyone knows
         self.start_failures = 0  # in a row; the first failure retries at once on another host
         self.avoid_host: str | None = None  # a host that just fenced this VM
@@ -115,6 +117,10 @@ class VmActor(Behaviour):
         if state is not self.state:
             self.state = state
             self._publish(ctx)
+            if state is VmState.RUNNING:
+                # Settled: the manager's home index and capacity follow where it runs
+                # (a failed migration, for one, leaves it where it was).
+                ctx.send(MANAGER, Claim(self.name, self.host))
 
     def _publish(self, ctx: Context) -> None:
         host = None if self.state is VmState.STOPPED else self.host
@@ -167,7 +173,8 @@ class VmActor(Behaviour):
             if msg.req == self.req:
                 self._timed_out(ctx)
         elif isinstance(msg, _Resend):
-            if msg.req == self.req and self.order is not None:
+            halted = self.op is Op.START and self.cause == "ha" and not self.config.enable
+            if msg.req == self.req and self.order is not None and not halted:
                 ctx.send(*self.order)
                 ctx.set_timer(RESEND_S, _Resend(msg.req))
         elif isinstance(msg, _Retry):
@@ -178,8 +185,10 @@ class VmActor(Behaviour):
             if msg.epoch == self.poll_epoch and self.state is VmState.UNKNOWN and self.op is Op.NONE:
                 self._query(ctx)
         elif isinstance(msg, GuestFailed):
-            ctx.send(host_addr(msg.host), FailureAck(self.name))
-            self._guest_failed(ctx, msg)
+            ctx.send(host_addr(msg.host), FailureAck(self.name, msg.seq))
+            if (msg.host, msg.seq) != self.last_failure:  # a repeat whose ack was lost
+                self.last_failure = (msg.host, msg.seq)
+                self._guest_failed(ctx, msg)
         elif isinstance(msg, Verify):
             if msg.host == self.host and self.state is VmState.RUNNING and self.op is Op.NONE:
                 self._query(ctx)
@@ -426,13 +435,15 @@ class VmActor(Behaviour):
         ctx.log(f"{self.name}: guest failed on {msg.host}: {msg.reason.value}")
         if self.op is Op.MIGRATE:
             ctx.send(MANAGER, Release(self.name, self.migrate_dest))
+        was_running = self.state is VmState.RUNNING
         self._end()
         self._set(ctx, VmState.STOPPING)
         if msg.reason is StopReason.FENCED:
             self.avoid_host = msg.host  # it lost the VM's storage: restart elsewhere
             self._stopped(ctx, restart=True)
             return
-        if ctx.now() - self.running_since >= self.config.retry_delay_s:
+        stable = was_running and ctx.now() - self.running_since >= self.config.retry_delay_s
+        if stable:
             self.retry_delay_s = self.config.retry_delay_s  # it had been stable: a fresh crash
             self._stopped(ctx, restart=True)
         else:

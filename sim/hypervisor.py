@@ -48,8 +48,12 @@ class SimHypervisor:
         return self.guests if self.hung_view is None else self.hung_view
 
     def start(self, vm: VmDef, token: int, cause: str) -> None:
-        if self._held(lambda: self.start(vm, token, cause)):
+        ordered_at = float(self.runtime.env.now)
+        if self._held(lambda: self._start(vm, token, cause, ordered_at)):
             return
+        self._start(vm, token, cause, ordered_at)
+
+    def _start(self, vm: VmDef, token: int, cause: str, ordered_at: float) -> None:
         epoch = self.power_epoch
 
         def booted(_: Any) -> None:
@@ -57,7 +61,7 @@ class SimHypervisor:
                 return
             if vm.name not in self.guests:
                 self.guests[vm.name] = vm.pool
-                self.truth.start_run(self.runtime.env.now, vm.name, self.host, cause)
+                self.truth.start_run(self.runtime.env.now, vm.name, self.host, cause, ordered_at)
             self._to_agent(HvDone(token, True))
 
         self._later(self.rng.uniform(*BOOT_S), booted)

@@ -23,6 +23,7 @@ from actors.inventory import (
 )
 from actors.manager import HaManager
 from actors.messages import (
+    ConfigPush,
     UserDeleteNetwork,
     UserDetachNic,
     UserMaintenance,
@@ -182,6 +183,9 @@ class Simulation:
         self.runtime.spawn(host_addr(host), host, agent, self.hypervisors[host])
 
     def _published(self, now: float, address: str, event: object) -> None:
+        if isinstance(event, ConfigPush):
+            self.truth.host_enable[address.removeprefix("host/")] = event.config.enable
+            return
         if not isinstance(event, VmViewChanged):
             return
         old = self.last_state.get(event.vm, "-")
@@ -259,6 +263,11 @@ class Simulation:
     def _user_action(self, now: float, action: str, target: str, args: dict[str, Any]) -> None:
         """A user's API call: the truth and the manager's store take it at once (the
         store is on disk even while the manager is down); the manager gets a message."""
+        self.truth.note_intents(now)  # the rules up to now, so that later ones can be told apart
+        self._apply_user_action(action, target, args)
+        self.truth.note_intents(now)
+
+    def _apply_user_action(self, action: str, target: str, args: dict[str, Any]) -> None:
         intents, store = self.truth.intents, self.store
         if action == "vm-stop":
             no_restart = bool(args.get("no_restart", False))

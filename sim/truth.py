@@ -21,6 +21,16 @@ class Intent:
     no_restart: bool = False
 
 
+@dataclass(frozen=True)
+class Rules:
+    """What HA was allowed to do for one VM from a moment on."""
+
+    t: float
+    ha_enable: bool
+    level: HaLevel
+    no_restart: bool
+
+
 @dataclass
 class Truth:
     host_cpu: dict[str, int]
@@ -33,19 +43,40 @@ class Truth:
     violations: list[Violation] = field(default_factory=list)
     live: dict[str, dict[str, Run]] = field(default_factory=dict)  # vm -> host -> open run
     on_host: dict[str, set[str]] = field(default_factory=dict)  # host -> vms running there
+    host_enable: dict[str, bool] = field(default_factory=dict)  # ha.enable as each host last heard it
+    history: dict[str, list[Rules]] = field(default_factory=dict)  # vm -> rules over time
+
+    def note_intents(self, now: float) -> None:
+        """Record, after a user action, what HA may do for each VM from ``now`` on."""
+        for vm, intent in self.intents.items():
+            rules = Rules(now, self.ha_enable, intent.level, intent.no_restart)
+            past = self.history.setdefault(vm, [])
+            last = past[-1] if past else None
+            if last is None or (last.ha_enable, last.level, last.no_restart) != (
+                    rules.ha_enable, rules.level, rules.no_restart):
+                past.append(rules)
+
+    def rules_at(self, vm: str, t: float) -> Rules:
+        current = Rules(0.0, self.ha_enable, self.intents[vm].level, self.intents[vm].no_restart)
+        for rules in reversed(self.history.get(vm, [])):
+            if rules.t <= t:
+                return rules
+            current = rules
+        return current
 
     def running_on(self, host: str) -> set[str]:
         return self.on_host.setdefault(host, set())
 
-    def start_run(self, now: float, vm: str, host: str, cause: str) -> None:
-        """A guest begins executing; every checker that concerns a start runs here."""
+    def start_run(self, now: float, vm: str, host: str, cause: str, ordered_at: float | None = None) -> None:
+        """A guest begins executing; every checker that concerns a start runs here. An
+        HA start is judged by the rules in force when the host took the order."""
         copies = self.live.setdefault(vm, {})
         if host in copies:
             return
         if copies:
             others = ", ".join(sorted(copies))
             self._violate(now, "two-running", f"{vm} started on {host} while running on {others}")
-        self._check_ha_start(now, vm, host, cause)
+        self._check_ha_start(now, vm, host, cause, now if ordered_at is None else ordered_at)
         run = Run(vm, host, now, None, cause)
         copies[host] = run
         self.runs.append(run)
@@ -67,18 +98,20 @@ class Truth:
         return True
 
     def fenced(self, now: float, vm: str, host: str) -> None:
-        if not self.ha_enable:
-            self._violate(now, "ha-disabled", f"{host} fenced {vm} while ha.enable is false")
+        """A host cut off from the manager cannot learn that HA was switched off; it
+        breaks the rule only by fencing after it was told."""
+        if not self.host_enable.get(host, True):
+            self._violate(now, "ha-disabled", f"{host} fenced {vm} after it was told ha.enable is false")
 
-    def _check_ha_start(self, now: float, vm: str, host: str, cause: str) -> None:
+    def _check_ha_start(self, now: float, vm: str, host: str, cause: str, ordered_at: float) -> None:
         if cause != "ha":
             return
-        intent = self.intents[vm]
-        if not self.ha_enable:
+        rules = self.rules_at(vm, ordered_at)
+        if not rules.ha_enable:
             self._violate(now, "ha-disabled", f"HA started {vm} on {host} while ha.enable is false")
-        if intent.level is not HaLevel.NEVER_STOP:
+        if rules.level is not HaLevel.NEVER_STOP:
             self._violate(now, "ha-level-none", f"HA started {vm} on {host} but its HA level is None")
-        if intent.no_restart:
+        if rules.no_restart:
             self._violate(now, "no-restart", f"HA started {vm} on {host} after a stop with no_restart")
 
     def _violate(self, now: float, checker: str, detail: str) -> None:

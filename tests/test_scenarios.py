@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -68,9 +69,10 @@ def _violations(path: str) -> set[str]:
 
 
 def test_two_running_checker_catches_a_host_that_does_not_fence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host whose heartbeat says its fencer is armed, but whose fencer does nothing."""
     import actors.host_agent
 
-    monkeypatch.setattr(actors.host_agent, "self_fencing_on", lambda config: False)
+    monkeypatch.setattr(actors.host_agent.HostAgent, "_fence", lambda self, ctx, pool: None)
     assert "two-running" in _violations("scenarios/total-isolation-force.toml")
 
 
@@ -82,11 +84,25 @@ def test_capacity_checker_catches_overcommit(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_ha_switch_checker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """VM actors and host agents that both ignore ha.enable (each layer alone is caught
+    by the other, which the scenarios prove)."""
+    import actors.host_agent
     import actors.vm
     from actors.states import HaLevel
 
     monkeypatch.setattr(actors.vm.VmActor, "wants_ha_restart",
                         lambda self: self.level is HaLevel.NEVER_STOP and not self.no_restart)
+    refusal = actors.host_agent.HostAgent._refusal
+
+    def careless(self: actors.host_agent.HostAgent, ctx: object, msg: object, running: bool) -> str | None:
+        enabled = replace(self.config, enable=True)
+        saved, self.config = self.config, enabled
+        try:
+            return refusal(self, ctx, msg, running)  # type: ignore[arg-type]
+        finally:
+            self.config = saved
+
+    monkeypatch.setattr(actors.host_agent.HostAgent, "_refusal", careless)
     assert "ha-disabled" in _violations("scenarios/ha-switch.toml")
 
 
