@@ -122,13 +122,13 @@ TUNED = HaConfig(
     host_check_success_interval_s=1.0,
     host_check_success_times=2,
     self_fencer_interval_s=2.0,
-    self_fencer_max_attempts=3,
+    self_fencer_max_attempts=5,
     self_fencer_storage_timeout_s=2.0,
     scan_interval_s=10.0,
     retry_delay_s=10.0,
     retry_max_interval_s=60.0,
     ping_interval_s=2.0,
-    ping_max_failure=3,
+    ping_max_failure=5,
     ping_timeout_s=1.0,
 )
 

@@ -173,8 +173,8 @@ def format_duration(seconds: float) -> str:
     followed by seconds with a decimal fraction (``1.5s``). Negative durations (a
     difference of two times) get a leading ``-``; inf and NaN print as Python does.
     """
-    if not math.isfinite(seconds):
-        return str(seconds)
+    if not math.isfinite(seconds * 1000):  # inf, NaN, or too large to count in ms
+        return str(seconds) if not math.isfinite(seconds) else f"{seconds:g}s"
     total_ms = round(seconds * 1000)
     if total_ms == 0:
         return "0s"
