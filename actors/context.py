@@ -24,9 +24,17 @@ class HypervisorPort(Protocol):
 
     def start(self, vm: VmDef, token: int, cause: str) -> None: ...
 
-    def stop(self, vm: str, token: int, force: bool, fence: bool = False) -> None: ...
+    def stop(self, vm: str, token: int, force: bool) -> None: ...
 
     def migrate(self, vm: str, dest_host: str, token: int) -> None: ...
+
+    def fence(self, pool: str) -> None:
+        """Self-fencing: kill every guest whose disk is on ``pool`` now, without going
+        through a daemon that may hang (kill the qemu processes), and make sure that no
+        start or incoming migration on ``pool`` ordered before this call completes later
+        (restart the daemon if it holds such a call). Guests killed here report
+        GuestStopped(FENCED)."""
+        ...
 
     def running(self) -> Mapping[str, str]:
         """Guests executing now: VM name -> storage pool name."""

@@ -173,14 +173,16 @@ class HostAgent(Behaviour):
         ctx.set_timer(self.config.self_fencer_interval_s, _HeartbeatTick(self.epoch))
 
     def _fence(self, ctx: Context, pool: str) -> None:
-        """Kill every guest whose disk is on ``pool``: another host may soon start it."""
+        """Kill every guest whose disk is on ``pool``, and void any start on it still in
+        the hypervisor's hands: another host may soon start those VMs."""
         hv = self._hv(ctx)
-        for vm, vm_pool in sorted(hv.running().items()):
-            if vm_pool == pool and vm not in self.expected_stops:
-                ctx.log(f"{self.name}: self-fencer kills {vm}: no heartbeat on {pool}")
-                self.expected_stops.add(vm)
-                hv.stop(vm, self._token(), force=True, fence=True)
-                self._report_failure(ctx, vm, StopReason.FENCED)
+        victims = [vm for vm, vm_pool in sorted(hv.running().items())
+                   if vm_pool == pool and vm not in self.expected_stops]
+        hv.fence(pool)
+        for vm in victims:
+            ctx.log(f"{self.name}: self-fencer kills {vm}: no heartbeat on {pool}")
+            self.expected_stops.add(vm)
+            self._report_failure(ctx, vm, StopReason.FENCED)
 
     def _pool_fresh(self, pool: str) -> bool:
         return self.hb_failed[pool] < self.config.self_fencer_max_attempts

@@ -41,6 +41,7 @@ class SimHypervisor:
         self.power_epoch = 0
         self.hung_view: dict[str, str] | None = None  # what libvirt last said, while hung
         self.waiting: list[Any] = []  # calls and events held back by a hung daemon
+        self.fences: dict[str, int] = {}  # pool -> how often it was fenced: voids older orders
 
     # -- the port --------------------------------------------------------------------------------
 
@@ -49,15 +50,19 @@ class SimHypervisor:
 
     def start(self, vm: VmDef, token: int, cause: str) -> None:
         ordered_at = float(self.runtime.env.now)
-        if self._held(lambda: self._start(vm, token, cause, ordered_at)):
+        fences = self.fences.get(vm.pool, 0)
+        if self._held(lambda: self._start(vm, token, cause, ordered_at, fences)):
             return
-        self._start(vm, token, cause, ordered_at)
+        self._start(vm, token, cause, ordered_at, fences)
 
-    def _start(self, vm: VmDef, token: int, cause: str, ordered_at: float) -> None:
+    def _start(self, vm: VmDef, token: int, cause: str, ordered_at: float, fences: int) -> None:
         epoch = self.power_epoch
 
         def booted(_: Any) -> None:
             if not self._alive(epoch):
+                return
+            if self.fences.get(vm.pool, 0) != fences:
+                self._to_agent(HvDone(token, False, f"voided: {vm.pool} was fenced"))
                 return
             if vm.name not in self.guests:
                 self.guests[vm.name] = vm.pool
@@ -66,17 +71,16 @@ class SimHypervisor:
 
         self._later(self.rng.uniform(*BOOT_S), booted)
 
-    def stop(self, vm: str, token: int, force: bool, fence: bool = False) -> None:
-        if not fence and self._held(lambda: self.stop(vm, token, force)):
+    def stop(self, vm: str, token: int, force: bool) -> None:
+        if self._held(lambda: self.stop(vm, token, force)):
             return
         epoch = self.power_epoch
-        reason = StopReason.FENCED if fence else StopReason.DESTROYED if force else StopReason.SHUTDOWN
+        reason = StopReason.DESTROYED if force else StopReason.SHUTDOWN
 
         def stopped(_: Any) -> None:
             if not self._alive(epoch):
                 return
-            if self._end(vm, reason) and fence:
-                self.truth.fenced(self.runtime.env.now, vm, self.host)
+            self._end(vm, reason)
             self._to_agent(HvDone(token, True))
 
         self._later(DESTROY_S if force else SHUTDOWN_S, stopped)
@@ -87,12 +91,13 @@ class SimHypervisor:
         epoch = self.power_epoch
         dest = self.peers[dest_host]
         pool = self.guests.get(vm, "")
+        dest_fences = dest.fences.get(pool, 0)
         mem_gib = self.truth.vm_mem[vm] / 1024
 
         def moved(_: Any) -> None:
             if not self._alive(epoch):
                 return
-            if vm not in self.guests or not dest.powered:
+            if vm not in self.guests or not dest.powered or dest.fences.get(pool, 0) != dest_fences:
                 self._to_agent(HvDone(token, False, "migration failed"))
                 return
             now = self.runtime.env.now
@@ -104,6 +109,16 @@ class SimHypervisor:
         self._later(MIGRATE_BASE_S + MIGRATE_S_PER_GIB * mem_gib, moved)
 
     # -- faults and set-up -------------------------------------------------------------------------
+
+    def fence(self, pool: str) -> None:
+        """Kill the pool's guests at once (qemu processes, not through libvirt, so a hung
+        daemon does not stop it) and void every start or incoming migration on the pool
+        ordered before now, as restarting the daemon would."""
+        self.fences[pool] = self.fences.get(pool, 0) + 1
+        now = self.runtime.env.now
+        for vm in sorted(v for v, p in self.guests.items() if p == pool):
+            self._end(vm, StopReason.FENCED)
+            self.truth.fenced(now, vm, self.host)
 
     def place_initial(self, vm: str, pool: str) -> None:
         self.guests[vm] = pool
