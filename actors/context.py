@@ -37,7 +37,13 @@ class HypervisorPort(Protocol):
         ...
 
     def running(self) -> Mapping[str, str]:
-        """Guests executing now: VM name -> storage pool name."""
+        """Guests executing now: VM name -> storage pool name (while the daemon does not
+        answer, the last list it gave: it may lag)."""
+        ...
+
+    def answering(self) -> bool:
+        """Whether the hypervisor daemon answers (keepalive): while it does not, what it
+        last said about guests proves nothing either way."""
         ...
 
 

@@ -46,6 +46,7 @@ FAILURE_RESENDS_MAX = 40  # then the manager's ping cross-check is the backstop
 @dataclass(frozen=True)
 class _ResendFailure:
     vm: str
+    seq: int  # the report this chain repeats; a newer report runs its own chain
     left: int
 
 
@@ -92,6 +93,7 @@ class HostAgent(Behaviour):
         self.next_token = 0
         self.expected_stops: set[str] = set()  # guests we are stopping or moving on purpose
         self.unacked: dict[str, GuestFailed] = {}  # failure reports not yet acknowledged
+        self.fenced: set[str] = set()  # guests killed and reported by the fencer, until restarted here
         self.failure_seq = 0  # set to a random start in on_start: a rebooted host numbers anew
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -105,8 +107,9 @@ class HostAgent(Behaviour):
 
     def receive(self, ctx: Context, msg: object) -> None:
         if isinstance(msg, Ping):
-            ctx.send(MANAGER, Pong(self.name, msg.seq, tuple(sorted(self._hv(ctx).running())),
-                                   self._pools_ok(ctx), self.config.revision))
+            hv = self._hv(ctx)
+            ctx.send(MANAGER, Pong(self.name, msg.seq, tuple(sorted(hv.running())),
+                                   self._pools_ok(ctx), self.config.revision, hv.answering()))
         elif isinstance(msg, _HeartbeatTick):
             if msg.epoch == self.epoch:
                 self._heartbeat(ctx)
@@ -146,10 +149,12 @@ class HostAgent(Behaviour):
                 del self.unacked[msg.vm]
         elif isinstance(msg, _ResendFailure):
             report = self.unacked.get(msg.vm)
-            if report is not None and msg.left > 0:
+            if report is None or report.seq != msg.seq:
+                pass  # acknowledged, or superseded by a newer report with its own chain
+            elif msg.left > 0:
                 ctx.send(vm_addr(msg.vm), report)
-                ctx.set_timer(FAILURE_RESEND_S, _ResendFailure(msg.vm, msg.left - 1))
-            elif report is not None:
+                ctx.set_timer(FAILURE_RESEND_S, _ResendFailure(msg.vm, msg.seq, msg.left - 1))
+            else:
                 del self.unacked[msg.vm]
 
     # -- storage heartbeat and self-fencing --------------------------------------------------
@@ -176,12 +181,15 @@ class HostAgent(Behaviour):
         """Kill every guest whose disk is on ``pool``, and void any start on it still in
         the hypervisor's hands: another host may soon start those VMs."""
         hv = self._hv(ctx)
+        # Every guest on the pool, also one being stopped or migrated away: a migration
+        # that fails now leaves a dead guest its VM actor would think alive.
         victims = [vm for vm, vm_pool in sorted(hv.running().items())
-                   if vm_pool == pool and vm not in self.expected_stops]
+                   if vm_pool == pool and vm not in self.fenced]  # a hung daemon's list lags
         hv.fence(pool)
         for vm in victims:
             ctx.log(f"{self.name}: self-fencer kills {vm}: no heartbeat on {pool}")
             self.expected_stops.add(vm)
+            self.fenced.add(vm)
             self._report_failure(ctx, vm, StopReason.FENCED)
 
     def _pool_fresh(self, pool: str) -> bool:
@@ -216,10 +224,15 @@ class HostAgent(Behaviour):
         vm = msg.vm.name if isinstance(msg, StartVm) else msg.vm
         running = vm in hv.running()
         if isinstance(msg, QueryVm):
-            ctx.send(msg.reply_to, OpReply(self.name, vm, msg.req, running))
+            # Say nothing while the answer would be stale: the daemon hangs, or an order
+            # for this guest is still in its hands (a start may be booting it right now).
+            busy = any(op.vm == vm for op in self.ops.values())
+            if hv.answering() and not busy:
+                ctx.send(msg.reply_to, OpReply(self.name, vm, msg.req, running))
             return
         if isinstance(msg, StartVm):
             self.unacked.pop(vm, None)  # a new start means the last failure was seen
+            self.fenced.discard(vm)
         refusal = self._refusal(ctx, msg, running)
         if refusal is not None:
             self._answer(ctx, key, OpReply(self.name, vm, msg.req, refusal == "", refusal))
@@ -281,7 +294,7 @@ class HostAgent(Behaviour):
         report = GuestFailed(self.name, vm, reason, self.failure_seq)
         self.unacked[vm] = report
         ctx.send(vm_addr(vm), report)
-        ctx.set_timer(FAILURE_RESEND_S, _ResendFailure(vm, FAILURE_RESENDS_MAX))
+        ctx.set_timer(FAILURE_RESEND_S, _ResendFailure(vm, report.seq, FAILURE_RESENDS_MAX))
 
     # -- probing a suspect peer ------------------------------------------------------------------
 

@@ -72,6 +72,7 @@ class VmInit:
     host: str  # where it runs, or its home host when stopped
     no_restart: bool = False  # a user stopped it with "do not restart" (restored from a store)
     stop_pending: bool = False  # a user asked to stop it and it was not seen Stopped yet
+    also_on: tuple[str, ...] = ()  # other hosts it may run on (a migration in flight), to rule out
 
 
 @dataclass(frozen=True)

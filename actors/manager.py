@@ -146,7 +146,8 @@ class HaManager(Behaviour):
         for init in self.inventory.vms:
             self._set_home(init.vm.name, init.host)
             if init.state in (VmState.RUNNING, VmState.UNKNOWN):
-                self.capacity.reserve(init.vm, init.host)
+                for host in (init.host, *init.also_on):
+                    self.capacity.reserve(init.vm, host)
             ctx.spawn(vm_addr(init.vm.name), VmActor(init, self.config))
         for name in sorted(self.hosts):
             tracker = self.trackers[name]
@@ -295,8 +296,9 @@ class HaManager(Behaviour):
         t.pools_ok = msg.pools_ok
         if msg.config_revision != self.config.revision:
             ctx.send(host_addr(msg.host), ConfigPush(self.config))  # the last push was lost
-        self._destroy_strays(ctx, msg)
-        self._cross_check(ctx, msg)
+        if msg.guests_known:  # a hung hypervisor's list proves nothing
+            self._destroy_strays(ctx, msg)
+            self._cross_check(ctx, msg)
         if t.connected:
             self._schedule_ping(ctx, t, self.config.ping_interval_s)
             return

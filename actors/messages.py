@@ -28,6 +28,7 @@ class Pong:
     running: tuple[str, ...]
     pools_ok: tuple[str, ...]  # shared pools whose heartbeat is fresh on this host
     config_revision: int = 0  # the config the host runs by: a stale one is pushed again
+    guests_known: bool = True  # False while the hypervisor does not answer: `running` may lag
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,7 @@ class VmViewChanged:
     vm: str
     state: VmState
     host: str | None
+    target: str | None = None  # while Migrating: where to; a store keeps it (the VM may be there)
 
 
 # --- users -> manager (API) ------------------------------------------------------------------

@@ -105,6 +105,9 @@ class VmActor(Behaviour):
         self.order: tuple[str, object] | None = None  # the order in flight, for resending
         self.last_failure: tuple[str, int] | None = None  # (host, seq) of the last failure handled
         self.running_since = float("-inf")  # found running: stable for as long as anyone knows
+        # A restarted manager's VM may run on any of these (a migration was in flight): each
+        # is examined, and the VM is taken for gone only once all are ruled out.
+        self.maybe_on: list[str] = list(init.also_on)
         self.start_failures = 0  # in a row; the first failure retries at once on another host
         self.avoid_host: str | None = None  # a host that just fenced this VM
 
@@ -124,7 +127,8 @@ class VmActor(Behaviour):
 
     def _publish(self, ctx: Context) -> None:
         host = None if self.state is VmState.STOPPED else self.host
-        ctx.publish(VmViewChanged(self.name, self.state, host))
+        target = self.migrate_dest if self.state is VmState.MIGRATING else None
+        ctx.publish(VmViewChanged(self.name, self.state, host, target))
 
     def _begin(self, ctx: Context, op: Op, timeout_s: float | None) -> int:
         self.op = op
@@ -349,9 +353,10 @@ class VmActor(Behaviour):
             self._follow_up(ctx)
         elif op is Op.QUERY:
             if msg.ok:
+                self._settle_candidates(ctx)
                 self._set(ctx, VmState.RUNNING)
                 self._follow_up(ctx)
-            else:
+            elif not self._next_candidate(ctx):
                 self._stopped(ctx, restart=True)
 
     def _timed_out(self, ctx: Context) -> None:
@@ -397,8 +402,28 @@ class VmActor(Behaviour):
         else:
             self._schedule_poll(ctx, self.config.host_check_interval_s)
 
+    def _next_candidate(self, ctx: Context) -> bool:
+        """Rule out the current host and look at the next one it may run on, if any."""
+        if not self.maybe_on:
+            return False
+        ctx.send(MANAGER, Release(self.name, self.host))
+        self.host = self.maybe_on.pop(0)
+        self._end()
+        self._set(ctx, VmState.UNKNOWN)
+        self._query(ctx)
+        return True
+
+    def _settle_candidates(self, ctx: Context) -> None:
+        """Found: the other hosts it might have been on give their slots back."""
+        for host in self.maybe_on:
+            if host != self.host:
+                ctx.send(MANAGER, Release(self.name, host))
+        self.maybe_on = []
+
     def _host_gone(self, ctx: Context) -> None:
         """Its host is powered off or has fenced it: no copy runs anywhere."""
+        if self._next_candidate(ctx):
+            return
         if self.op is Op.MIGRATE:
             ctx.send(MANAGER, Release(self.name, self.migrate_dest))
         self._end()

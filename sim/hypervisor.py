@@ -48,6 +48,9 @@ class SimHypervisor:
     def running(self) -> Mapping[str, str]:
         return self.guests if self.hung_view is None else self.hung_view
 
+    def answering(self) -> bool:
+        return self.hung_view is None
+
     def start(self, vm: VmDef, token: int, cause: str) -> None:
         ordered_at = float(self.runtime.env.now)
         fences = self.fences.get(vm.pool, 0)

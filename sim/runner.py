@@ -87,6 +87,7 @@ class ManagerStore:
     state: dict[str, VmState] = field(default_factory=dict)
     home: dict[str, str] = field(default_factory=dict)
     stop_pending: set[str] = field(default_factory=set)  # user stops not yet seen done
+    migrating_to: dict[str, str] = field(default_factory=dict)  # a migration in flight: target
 
     def restore(self, inventory: Inventory) -> Inventory:
         """The inventory a restarted manager starts from: a VM that was not Stopped is
@@ -98,6 +99,7 @@ class ManagerStore:
             vms.append(replace(
                 init, level=self.levels[name], no_restart=self.no_restart[name],
                 stop_pending=name in self.stop_pending and not stopped,
+                also_on=(self.migrating_to[name],) if name in self.migrating_to and not stopped else (),
                 state=VmState.STOPPED if stopped else VmState.UNKNOWN,
                 host=self.home.get(name, init.host)))
         return replace(inventory, vms=tuple(vms))
@@ -191,6 +193,10 @@ class Simulation:
         old = self.last_state.get(event.vm, "-")
         self.last_state[event.vm] = event.state.value
         self.store.state[event.vm] = event.state
+        if event.target is not None:
+            self.store.migrating_to[event.vm] = event.target
+        else:
+            self.store.migrating_to.pop(event.vm, None)
         if event.state is VmState.STOPPED:
             self.store.stop_pending.discard(event.vm)
         if event.host is not None:

@@ -22,24 +22,35 @@ T = TypeVar("T")
 
 @dataclass
 class FakeHypervisor:
-    """Records the calls of a host agent; ``guests`` (vm -> pool) is what ``running()`` says."""
+    """Records the calls of a host agent; ``guests`` (vm -> pool) is what ``running()`` says.
+    Nothing changes by itself: the test edits ``guests`` and delivers ``HvDone`` and
+    ``GuestStopped`` (a fenced guest's included) when it wants them."""
 
     guests: dict[str, str] = field(default_factory=dict)
     starts: list[tuple[VmDef, int, str]] = field(default_factory=list)  # (vm, token, cause)
-    stops: list[tuple[str, int, bool, bool]] = field(default_factory=list)  # (vm, token, force, fence)
+    stops: list[tuple[str, int, bool]] = field(default_factory=list)  # (vm, token, force)
     migrations: list[tuple[str, str, int]] = field(default_factory=list)  # (vm, dest, token)
+    fences: list[str] = field(default_factory=list)  # the pool of each fence() call
+    answers: bool = True  # False: the daemon hangs (answering() is False)
 
     def start(self, vm: VmDef, token: int, cause: str) -> None:
         self.starts.append((vm, token, cause))
 
-    def stop(self, vm: str, token: int, force: bool, fence: bool = False) -> None:
-        self.stops.append((vm, token, force, fence))
+    def stop(self, vm: str, token: int, force: bool) -> None:
+        self.stops.append((vm, token, force))
 
     def migrate(self, vm: str, dest_host: str, token: int) -> None:
         self.migrations.append((vm, dest_host, token))
 
+    def fence(self, pool: str) -> None:
+        self.fences.append(pool)
+
     def running(self) -> Mapping[str, str]:
         return dict(self.guests)
+
+    def answering(self) -> bool:
+        return self.answers
+
 
 
 @dataclass
@@ -105,6 +116,18 @@ class FakeContext:
         if to is not None:
             assert dest == to, f"{kind.__name__} went to {dest}, not {to}"
         return msg
+
+    def take_copies(self, kind: type[T], to: str | None = None) -> tuple[T, int]:
+        """The one message of type ``kind`` sent one or more times (an order and its
+        resends), all alike and over the same network (to ``to``, if given): the message
+        and how many times it was sent. Fails if none was sent or if they differ."""
+        found = self.take_sent(kind)
+        assert found, f"expected a {kind.__name__}, got none"
+        first = found[0]
+        assert all(f == first for f in found), f"{kind.__name__} copies differ: {found}"
+        if to is not None:
+            assert first[0] == to, f"{kind.__name__} went to {first[0]}, not {to}"
+        return first[1], len(found)
 
     def timers_of(self, kind: type[T]) -> list[tuple[float, T]]:
         """Every timer of type ``kind`` ever set, as (delay_s, msg)."""

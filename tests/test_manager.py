@@ -76,9 +76,10 @@ CheckAnswer = Callable[[str, CheckHost], CheckHostReply | None]
 
 
 class Harness(Behaviour):
-    """The manager plus a world: hosts in ``alive`` answer pings at once (with ``running``
-    and ``pools_ok``); check requests are answered by ``checks`` (peer, request) -> reply
-    or None. Timers are delivered through the harness, so ``on_msg`` sees every message."""
+    """The manager plus a world: hosts in ``alive`` answer pings at once (with ``running``,
+    ``pools_ok`` and the config revision in ``revision``, else the manager's current one);
+    check requests are answered by ``checks`` (peer, request) -> reply or None. Timers are
+    delivered through the harness, so ``on_msg`` sees every message."""
 
     def __init__(self, config: HaConfig, inv: Inventory | None = None) -> None:
         self.config = config
@@ -91,6 +92,7 @@ class Harness(Behaviour):
         self.alive = {h.name for h in self.inv.hosts}
         self.running: dict[str, tuple[str, ...]] = {}
         self.pools_ok: dict[str, tuple[str, ...]] = {}
+        self.revision: dict[str, int] = {}
         self.checks: CheckAnswer | None = None
         self.on_msg: Callable[[object], None] | None = None
         self.pings: dict[str, int] = {}
@@ -109,7 +111,8 @@ class Harness(Behaviour):
             self.pings[name] = self.pings.get(name, 0) + 1
             if name in self.alive:
                 pools = self.pools_ok.get(name, ("nfs",))
-                self.send(Pong(name, ping.seq, self.running.get(name, ()), pools))
+                revision = self.revision.get(name, self.mgr.config.revision)
+                self.send(Pong(name, ping.seq, self.running.get(name, ()), pools, revision))
         for to, check, _ in self.ctx.take_sent(CheckHost):
             reply = self.checks(to.removeprefix("host/"), check) if self.checks else None
             if reply is not None:
@@ -169,6 +172,7 @@ def test_on_start_spawns_one_vm_actor_per_vm_and_schedules_pings_and_scans() -> 
     # Hosts may hold an older config (a restarted manager): it is pushed to each at start.
     assert [(to, m) for to, m, _ in h.start_sent] == [
         (f"host/{n}", ConfigPush(DEFAULT)) for n in ("h1", "h2", "h3")]
+    assert [m.config.revision for _, m, _ in h.start_sent] == [DEFAULT.revision] * 3
 
 
 def test_scan_tick_scans_every_vm_and_rearms() -> None:
@@ -269,9 +273,10 @@ def test_host_booted_makes_its_vms_ask_what_runs() -> None:
 # -- checks of a disconnected host -----------------------------------------------------------------------
 
 
-def unreachable(seq: Callable[[int], int] | None = None, reachable: tuple[Network, ...] = ()
-                ) -> tuple[CheckAnswer, dict[int, int]]:
-    """Peers that cannot reach h1 and read its heartbeat as ``seq(round)`` (round from 1)."""
+def unreachable(seq: Callable[[int], int] | None = None, reachable: tuple[Network, ...] = (),
+                armed: int | None = 0) -> tuple[CheckAnswer, dict[int, int]]:
+    """Peers that cannot reach h1 and read its heartbeat as ``seq(round)`` (round from 1),
+    written with its fencer ``armed`` under that revision (0: that of DEFAULT and TUNED)."""
     rounds: dict[int, int] = {}
 
     def answer(peer: str, check: CheckHost) -> CheckHostReply:
@@ -279,7 +284,7 @@ def unreachable(seq: Callable[[int], int] | None = None, reachable: tuple[Networ
         assert check.networks == NETS
         k = rounds.setdefault(check.req, len(rounds) + 1)
         value = seq(k) if seq else 41
-        return CheckHostReply(peer, "h1", check.req, reachable, (("nfs", value),))
+        return CheckHostReply(peer, "h1", check.req, reachable, (("nfs", value, armed),))
 
     return answer, rounds
 
@@ -304,7 +309,7 @@ FORCE_CONFIGS = {
 @pytest.mark.parametrize("config", list(FORCE_CONFIGS.values()), ids=list(FORCE_CONFIGS))
 def test_force_declares_the_pool_gone_only_after_attempts_and_window(config: HaConfig) -> None:
     h = Harness(config)
-    answer, rounds = unreachable()
+    answer, rounds = unreachable(armed=config.revision)
     h.checks = answer
     h.disconnect("h1")
     h.ctx.take_sent(HostEvent)
@@ -354,6 +359,103 @@ def test_never_gone_without_proof(strategy: Strategy, seq: Callable[[int], int] 
     assert host_events(h.ctx) == []
     assert h.statuses("h1") == ["Disconnected"]
     assert not any(isinstance(m, PowerQuery) for _, m, _ in h.ctx.sent)  # no controller
+
+
+FORCE_REV1 = replace(TUNED, strategy=Strategy.FORCE).with_key("ha.strategy", "Force")  # revision 1
+
+
+def judge_rounds(h: Harness) -> list[tuple[float, list[tuple[str, HostEvent]]]]:
+    """Record, at every check tick of h1 (each judges a round), the time and the events sent."""
+    judged: list[tuple[float, list[tuple[str, HostEvent]]]] = []
+
+    def watch(msg: object) -> None:
+        if isinstance(msg, _CheckTick) and msg.host == "h1":
+            judged.append((h.ctx.clock, host_events(h.ctx)))
+
+    h.on_msg = watch
+    return judged
+
+
+@pytest.mark.parametrize(("armed", "gone"), [
+    (None, False),  # its fencer is off
+    (FORCE_REV1.revision - 1, False),  # armed under settings the manager no longer holds
+    (FORCE_REV1.revision + 1, False),  # under settings the manager never held
+    (FORCE_REV1.revision, True),
+], ids=["fencer-off", "older-revision", "other-revision", "current-revision"])
+def test_force_trusts_a_fence_only_armed_under_its_current_revision(armed: int | None, gone: bool) -> None:
+    config = FORCE_REV1
+    assert config.revision == 1
+    h = Harness(config)
+    answer, rounds = unreachable(armed=armed)  # unreachable, heartbeat stuck: all else holds
+    h.checks = answer
+    h.disconnect("h1")
+    h.ctx.take_sent(HostEvent)
+    t0 = h.ctx.clock
+    judged = judge_rounds(h)
+    k = expected_fence_round(config)
+    h.run(t0 + 60 * config.host_check_interval_s)
+    assert len(rounds) >= 50
+    tracker = h.mgr.trackers["h1"]
+    assert tracker.failed_rounds >= 50 > config.host_check_max_attempts
+    assert tracker.hb_armed == {"nfs": armed}
+    events = [(t, ev) for t, ev in judged if ev]
+    if gone:
+        fenced = HostEvent("h1", connected=False, gone_pools=("nfs",), all_gone=False)
+        assert events == [(pytest.approx(t0 + k * config.host_check_interval_s),
+                           [("vm/vm1", fenced), ("vm/vm2", fenced)])]
+        assert h.statuses("h1") == ["Disconnected", "Fenced(nfs)"]
+    else:
+        assert events == []
+        assert h.statuses("h1") == ["Disconnected"]
+        h.send(VerdictRequest("vm1", "h1", 5))
+        assert h.ctx.take(Verdict) == [Verdict("h1", 5, False, (), False)]
+
+
+def test_ha_switched_off_and_on_while_a_host_is_cut_off_voids_its_fence() -> None:
+    """The fuzzer's case: h1 is cut off (its last heartbeat armed under revision 1); HA is
+    switched off and on again. h1 never heard either push; had it heard the first, its
+    fencer would be off. The manager no longer counts on it: h1's guests stay Unknown."""
+    config = FORCE_REV1
+    h = Harness(config)
+    answer, rounds = unreachable(armed=config.revision)
+    h.checks = answer
+    h.disconnect("h1")
+    h.ctx.take_sent(HostEvent)
+    t0 = h.ctx.clock
+    h.run(t0 + 1.5 * config.host_check_interval_s)
+    h.send(UserSetConfig("ha.enable", False))
+    h.send(UserSetConfig("ha.enable", True))
+    assert h.mgr.config == config and h.mgr.config.revision == config.revision + 2
+    pushes = h.ctx.take_sent(ConfigPush)
+    assert [to for to, _, _ in pushes if to.startswith("host/")] == ["host/h1", "host/h2", "host/h3"] * 2
+    h.run(t0 + 60 * config.host_check_interval_s)
+    assert host_events(h.ctx) == []
+    assert h.statuses("h1") == ["Disconnected"]
+    assert h.mgr.trackers["h1"].failed_rounds > expected_fence_round(config)
+
+
+def test_a_stuck_heartbeat_armed_under_the_current_revision_counts_from_its_write() -> None:
+    """h1 heard the new config, wrote one heartbeat armed under it and went silent: the
+    fencing window runs from when that write was first seen, not from the older one."""
+    config = FORCE_REV1
+    h = Harness(config)
+    switch_round = 4  # rounds 1-3 read seq 41 armed under revision 0, then 42 under 1
+    answer, rounds = unreachable()
+    h.checks = lambda peer, check: replace(
+        answer(peer, check), heartbeats=(("nfs", 41, 0),) if len(rounds) < switch_round
+        else (("nfs", 42, config.revision),))
+    h.disconnect("h1")
+    h.ctx.take_sent(HostEvent)
+    t0 = h.ctx.clock
+    judged = judge_rounds(h)
+    interval = config.host_check_interval_s
+    h.run(t0 + 60 * interval)
+    events = [(t, ev) for t, ev in judged if ev]
+    assert len(events) == 1
+    seen_at = t0 + (switch_round - 1) * interval  # round 4's replies, read at once
+    # The same judgement as for a host whose heartbeat stood still from that read on.
+    assert events[0][0] == pytest.approx(seen_at + expected_fence_round(config) * interval)
+    assert events[0][0] - seen_at >= manager_fence_window_s(config)
 
 
 def test_power_controller_saying_off_proves_every_guest_gone() -> None:
@@ -478,10 +580,51 @@ def test_claim_accounts_for_a_vm_found_running() -> None:
     h = Harness(DEFAULT, capacity_inventory())
     h.send(Claim("d", "h1"))
     assert used(h)["h1"] == (4, 8192)
+    h.send(Claim("d", "h1"))  # a VM claims whenever it settles in Running: counted once
+    assert used(h)["h1"] == (4, 8192)
     assert h.place("e", "h1").host == "h2"
 
 
+def test_a_claim_after_a_failed_migration_brings_the_vm_home_again() -> None:
+    h = Harness(TUNED)
+    assert h.place("vm1", None, exclude=("h1",)).host == "h3"  # the migration's target
+    h.send(Release("vm1", "h3"))  # the migration failed: vm1 still runs on h1
+    h.send(Claim("vm1", "h1"))
+    assert h.mgr.capacity.slots["vm1"] == {"h1"}
+    h.disconnect("h1")
+    down = HostEvent("h1", connected=False, gone_pools=(), all_gone=False)
+    assert host_events(h.ctx) == [("vm/vm1", down), ("vm/vm2", down)]  # vm1 hears of its host
+
+
 # -- strays, users, config ---------------------------------------------------------------------------------
+
+
+def test_a_pong_with_another_config_revision_gets_the_config_pushed_again() -> None:
+    config = DEFAULT.with_key("ha.strategy", "Force")
+    h = Harness(config)
+    h.revision = {"h2": config.revision - 1, "h3": config.revision + 3}  # missed a push; another manager's
+    h.run(3 * config.ping_interval_s)
+    pushes = h.ctx.take_sent(ConfigPush)
+    assert h.pings["h2"] == h.pings["h3"] >= 3
+    assert [to for to, _, _ in pushes if to == "host/h2"] == ["host/h2"] * h.pings["h2"]
+    assert [to for to, _, _ in pushes if to == "host/h3"] == ["host/h3"] * h.pings["h3"]
+    assert len(pushes) == h.pings["h2"] + h.pings["h3"]  # h1 runs by the current config
+    assert all(m.config == config and m.config.revision == config.revision for _, m, _ in pushes)
+    assert all(net is Network.MANAGEMENT for _, _, net in pushes)
+
+    h.revision = {}  # they applied it
+    h.run(6 * config.ping_interval_s)
+    assert h.ctx.take(ConfigPush) == []
+
+    h.send(UserSetConfig("ha.host.check.interval", 3))  # h3 misses this push
+    h.ctx.take(ConfigPush)
+    h.revision = {"h3": config.revision}
+    before = h.pings["h3"]
+    h.run(9 * config.ping_interval_s)
+    pushes = h.ctx.take_sent(ConfigPush)
+    assert h.pings["h3"] > before
+    assert [to for to, _, _ in pushes] == ["host/h3"] * (h.pings["h3"] - before)
+    assert all(m.config.revision == config.revision + 1 for _, m, _ in pushes)
 
 
 def test_a_copy_on_a_host_where_the_vm_holds_no_slot_is_destroyed() -> None:
@@ -517,6 +660,7 @@ def test_config_change_is_pushed_to_every_vm_and_host() -> None:
     assert [to for to, _, _ in pushes] == ["vm/vm1", "vm/vm2", "vm/vm3", "vm/vm4",
                                            "host/h1", "host/h2", "host/h3"]
     assert all(m.config == replace(DEFAULT, enable=False) for _, m, _ in pushes)
+    assert {m.config.revision for _, m, _ in pushes} == {DEFAULT.revision + 1}  # a new revision
     h.send(UserSetConfig("ha.nope", 1))
     assert h.ctx.sent == [] and "unknown HA key" in h.ctx.logs[-1]
 
