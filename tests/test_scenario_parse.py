@@ -479,7 +479,8 @@ BAD: list[tuple[str, str, str]] = [
     (
         "event-action",
         event('at = "1s"\naction = "explode"\n'),
-        "x.toml: event[1].action: unknown action 'explode' (known: clock-drift, delete-network, detach-network, ",
+        "x.toml: event[1].action: unknown action 'explode' "
+        "(known: clock-drift, delete-network, detach-network, ",
     ),
     ("event-no-action", event('at = "1s"\n'), "event[1]: missing required key 'action'"),
     (
