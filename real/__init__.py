@@ -1,1 +1,3 @@
-"""The same behaviours on Thespian and libvirt, for real KVM hosts (see README)."""
+"""Real mode: the behaviours of ``actors`` on Thespian and libvirt (see docs/real-mode.md)."""
+
+import real.thespian_env  # noqa: F401  (Thespian's settings, before anything imports Thespian)

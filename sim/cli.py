@@ -34,7 +34,7 @@ class Parser(argparse.ArgumentParser):
 # Modules that add commands: each has ``register(subparsers)`` and sets ``func`` on its
 # parsers. A command group is one line here; its code stays in its own module.
 SIM_COMMANDS: tuple[str, ...] = ("sim.cli_fuzz", "sim.cli_measure")
-GROUPS: tuple[str, ...] = ()
+GROUPS: tuple[str, ...] = ("real.cli",)
 
 
 def build_parser() -> argparse.ArgumentParser:

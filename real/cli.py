@@ -1,0 +1,166 @@
+"""``neverstop real ...`` (run and steer real mode) and ``neverstop lab ...`` (the lab).
+
+Registered by ``sim.cli`` through its ``GROUPS`` tuple. Exit codes as everywhere in
+neverstop: 0 good, 1 the command ran but failed, 2 bad input or nothing to talk to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from actors.config import KEY_TO_FIELD
+from sim.cli import EXIT_FAILED, EXIT_OK, UsageError
+
+DEFAULT_SOCKET_ENV = "NEVERSTOP_SOCKET"
+
+
+def _socket(args: argparse.Namespace) -> str:
+    from real.daemon import DEFAULT_SOCKET
+
+    return str(args.socket or os.environ.get(DEFAULT_SOCKET_ENV) or DEFAULT_SOCKET)
+
+
+def register(groups: Any) -> None:
+    real = groups.add_parser("real", help="run HA on real KVM hosts (Thespian + libvirt)",
+                             description="Real mode: the same actors on Thespian and libvirt.")
+    sub = real.add_subparsers(dest="command", required=True, parser_class=type(real))
+
+    m = sub.add_parser("manager", help="run the HA manager (management node)",
+                       description="Run the convention leader with the HA manager, in the foreground.")
+    m.add_argument("--config", required=True, metavar="TOML", help="cluster file ([[host]], [[storage]], "
+                   "[[vm]], [ha], [real])")
+    m.add_argument("--listen", required=True, metavar="ADDR:PORT",
+                   help="management address and port to bind (never 0.0.0.0: see docs/real-mode.md)")
+    m.add_argument("--state", metavar="PATH", help="SQLite file of the HA state (default: [real] state)")
+    m.add_argument("--socket", metavar="PATH", help="control socket (default /run/neverstop/manager.sock)")
+    m.add_argument("--ready-file", metavar="PATH", help=argparse.SUPPRESS)
+    m.set_defaults(func=cmd_manager)
+
+    a = sub.add_parser("agent", help="run a compute host's agent",
+                       description="Join the manager's convention as host NAME, in the foreground.")
+    a.add_argument("--manager", required=True, metavar="ADDR:PORT")
+    a.add_argument("--name", required=True, help="this host's name in the cluster file")
+    a.add_argument("--libvirt", default="qemu:///system", metavar="URI")
+    a.add_argument("--address", help="this host's management address (default: the one routing to "
+                   "the manager)")
+    a.add_argument("--admin-port", type=int, default=1900, help="this host's Thespian port (1900)")
+    a.add_argument("--ready-file", metavar="PATH", help=argparse.SUPPRESS)
+    a.set_defaults(func=cmd_agent)
+
+    st = sub.add_parser("status", help="the VM and host tables, live from the manager")
+    st.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    st.set_defaults(func=cmd_status)
+
+    vm = sub.add_parser("vm", help="steer one VM").add_subparsers(dest="vm_command", required=True,
+                                                                   parser_class=type(real))
+    sh = vm.add_parser("set-ha", help="set a VM's HA level")
+    sh.add_argument("vm")
+    sh.add_argument("level", choices=["NeverStop", "None"])
+    sh.set_defaults(func=lambda args: _command(args, "set-ha", {"vm": args.vm, "level": args.level}))
+    sp = vm.add_parser("stop", help="stop a VM (NeverStop restarts it unless --no-restart)")
+    sp.add_argument("vm")
+    sp.add_argument("--no-restart", action="store_true", help="do not restart it this time")
+    sp.set_defaults(func=lambda args: _command(args, "stop", {"vm": args.vm, "no_restart": args.no_restart}))
+    sa = vm.add_parser("start", help="start a VM (clears --no-restart)")
+    sa.add_argument("vm")
+    sa.set_defaults(func=lambda args: _command(args, "start", {"vm": args.vm}))
+
+    host = sub.add_parser("host", help="steer one host").add_subparsers(dest="host_command", required=True,
+                                                                         parser_class=type(real))
+    mt = host.add_parser("maintenance", help="enter or leave maintenance mode")
+    mt.add_argument("host")
+    mt.add_argument("action", choices=["enter", "exit"])
+    mt.set_defaults(func=lambda args: _command(args, "maintenance",
+                                               {"host": args.host, "enter": args.action == "enter"}))
+
+    cfg = sub.add_parser("config", help="HA settings").add_subparsers(dest="config_command", required=True,
+                                                                       parser_class=type(real))
+    cs = cfg.add_parser("set", help="set one ZStack key, e.g. ha.strategy Force or host.ping.interval 2s")
+    cs.add_argument("key", choices=sorted(KEY_TO_FIELD), metavar="KEY")
+    cs.add_argument("value")
+    cs.set_defaults(func=lambda args: _command(args, "config-set", {"key": args.key, "value": args.value}))
+
+    for p in (st, sh, sp, sa, mt, cs):
+        p.add_argument("--socket", metavar="PATH", help=f"control socket (default ${DEFAULT_SOCKET_ENV} or "
+                       "/run/neverstop/manager.sock)")
+
+    from real.lab import register as register_lab
+
+    register_lab(groups)
+
+
+def cmd_manager(args: argparse.Namespace) -> int:
+    from real.cluster import ClusterError
+    from real.daemon import DaemonError, run_manager
+
+    try:
+        return run_manager(args.config, args.listen, args.state, _socket(args), args.ready_file)
+    except (ClusterError, DaemonError) as err:
+        raise UsageError(str(err)) from None
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from real.daemon import DaemonError, run_agent
+
+    try:
+        return run_agent(args.manager, args.name, args.libvirt, args.address, args.admin_port,
+                         args.ready_file)
+    except DaemonError as err:
+        raise UsageError(str(err)) from None
+
+
+def _request(args: argparse.Namespace, cmd: str, payload: dict[str, Any]) -> dict[str, Any]:
+    from real.daemon import DaemonError, control
+
+    try:
+        return control(_socket(args), cmd, payload)
+    except DaemonError as err:
+        raise UsageError(str(err)) from None
+
+
+def _command(args: argparse.Namespace, cmd: str, payload: dict[str, Any]) -> int:
+    reply = _request(args, cmd, payload)
+    if not reply.get("ok"):
+        print(f"neverstop: {reply.get('error')}", file=sys.stderr)
+        return EXIT_FAILED
+    print("ok")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    reply = _request(args, "status", {})
+    if not reply.get("ok"):
+        print(f"neverstop: {reply.get('error')}", file=sys.stderr)
+        return EXIT_FAILED
+    data = reply["data"]
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    print(format_status(data))
+    return EXIT_OK
+
+
+def format_status(data: dict[str, Any]) -> str:
+    from sim.report import memory, table
+
+    vm_rows = [
+        (v["name"], str(v["cpu"]), memory(v["memory_mib"]), v["ip"] or "-", v["host_ip"] or v["host"] or "-",
+         v["cluster"], v["state"] + (" (no restart)" if v.get("no_restart") else ""), v["ha"])
+        for v in data["vms"]
+    ]
+    host_rows = [
+        (h["name"], h["ip"] or "-", h["cluster"], h["status"] + (", maintenance" if h["maintenance"] else ""),
+         h["agent"])
+        for h in data["hosts"]
+    ]
+    return "\n".join([
+        "  VMs:",
+        table(vm_rows, ("Name", "CPU", "Memory", "IP", "Host IP", "Cluster", "State", "HA level")),
+        "",
+        "  Hosts:",
+        table(host_rows, ("Name", "IP", "Cluster", "Status", "Agent")),
+    ])

@@ -1,0 +1,228 @@
+"""The two long-running processes of real mode, and the control socket between users and
+the manager.
+
+``run_manager``: the convention leader's actor system on ``--listen ADDR:PORT`` (bound to
+that address only), the management shell with the HA manager, and a control socket (a
+Unix socket, root only) through which ``neverstop real status|vm|host|config`` talk to it
+as one JSON line each way. ``run_agent``: a compute host's actor system, joined to the
+manager's convention, advertising the capability ``neverstop.host = NAME`` so that the
+management shell places the host agent there. Both stay in the foreground (for systemd)
+until SIGTERM or SIGINT, then shut their actor system down; guests keep running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+DEFAULT_SOCKET = "/run/neverstop/manager.sock"
+DEFAULT_PORT = 1900
+ASK_TIMEOUT_S = 10.0
+REJOIN_S = 5.0  # an agent re-registers with the convention leader this often
+REJOIN_CAPABILITY = "neverstop.rejoin"
+
+
+class DaemonError(Exception):
+    """Cannot start or reach a daemon: one line for the user."""
+
+
+def split_addr(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host:
+        host, port = text, str(default_port)
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise DaemonError(f"bad address {text!r}: expected ADDR:PORT") from None
+
+
+def source_address_towards(addr: tuple[str, int]) -> str:
+    """The local address this machine uses to reach ``addr`` (no packet is sent)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(addr)
+        return str(s.getsockname()[0])
+    finally:
+        s.close()
+
+
+def _stop_on_signals() -> Callable[[], bool]:
+    stopping = {"now": False}
+
+    def handler(_sig: int, _frame: Any) -> None:
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return lambda: stopping["now"]
+
+
+def _log(text: str) -> None:
+    sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} neverstop: {text}\n")
+    sys.stderr.flush()
+
+
+# -- the manager ---------------------------------------------------------------------------------
+
+
+def run_manager(cluster_path: str | None, listen: str, state: str | None, socket_path: str,
+                ready_file: str | None = None) -> int:
+    from real.cluster import load_cluster
+
+    if cluster_path is None:
+        raise DaemonError("--config is required")
+    cluster = load_cluster(cluster_path)
+    if state:
+        from dataclasses import replace
+
+        cluster = replace(cluster, settings=replace(cluster.settings, state=state))
+    ip, port = split_addr(listen)
+    os.environ["THESPIAN_BASE_IPADDR"] = ip
+    from thespian.actors import ActorSystem
+
+    from real.management import MANAGER_GLOBAL_NAME, Control, ManagementShell, MgmtBoot
+    from real.thespian_env import bind_strictly
+
+    bind_strictly()
+    stopping = _stop_on_signals()
+    asys = ActorSystem("multiprocTCPBase", {"Admin Port": port, "neverstop.role": "manager"})
+    server = _control_socket(socket_path)  # after the fork of Thespian's processes
+    try:
+        shell = asys.createActor(ManagementShell, globalName=MANAGER_GLOBAL_NAME)
+        if asys.ask(shell, MgmtBoot(node="mgmt", cluster=cluster), ASK_TIMEOUT_S) is None:
+            raise DaemonError("the management shell did not boot")
+        _log(f"manager listening on {ip}:{port}; control socket {socket_path}")
+        if ready_file:
+            with open(ready_file, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        while not stopping():
+            _serve_one(server, lambda cmd, args: _ask(asys, shell, Control(cmd, args)))
+    finally:
+        server.close()
+        with contextlib.suppress(OSError):
+            os.unlink(socket_path)
+        asys.shutdown()
+    _log("manager stopped")
+    return 0
+
+
+def _ask(asys: Any, shell: Any, msg: Any) -> dict[str, Any]:
+    reply = asys.ask(shell, msg, ASK_TIMEOUT_S)
+    if reply is None:
+        return {"ok": False, "error": "the manager did not answer"}
+    return {"ok": reply.ok, "error": reply.error, "data": reply.data}
+
+
+def _control_socket(path: str) -> socket.socket:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o077)  # root only: whoever reaches it controls HA
+    try:
+        server.bind(path)
+    finally:
+        os.umask(old)
+    server.listen(16)
+    server.settimeout(0.5)
+    return server
+
+
+def _serve_one(server: socket.socket, handle: Callable[[str, dict[str, Any]], dict[str, Any]]) -> None:
+    try:
+        conn, _ = server.accept()
+    except (TimeoutError, InterruptedError):
+        return
+    with conn:
+        conn.settimeout(5)
+        try:
+            data = b""
+            while not data.endswith(b"\n") and len(data) < 65536:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            request = json.loads(data or b"{}")
+            reply = handle(str(request.get("cmd", "")), dict(request.get("args", {})))
+        except (OSError, ValueError) as err:
+            reply = {"ok": False, "error": f"bad request: {err}"}
+        with contextlib.suppress(OSError):
+            conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
+
+
+def control(socket_path: str, cmd: str, args: dict[str, Any] | None = None,
+            timeout_s: float = ASK_TIMEOUT_S + 5) -> dict[str, Any]:
+    """Send one command to a running manager; raises DaemonError if none answers."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout_s)
+    try:
+        s.connect(socket_path)
+        s.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as err:
+        raise DaemonError(f"cannot reach the manager at {socket_path}: {err.strerror or err}") from None
+    finally:
+        s.close()
+    try:
+        reply: dict[str, Any] = json.loads(data)
+    except ValueError:
+        raise DaemonError(f"the manager at {socket_path} gave no answer") from None
+    return reply
+
+
+# -- the agent -----------------------------------------------------------------------------------
+
+
+def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, admin_port: int,
+              ready_file: str | None = None) -> int:
+    mgr = split_addr(manager)
+    ip = address or source_address_towards(mgr)
+    os.environ["THESPIAN_BASE_IPADDR"] = ip
+    from thespian.actors import ActorSystem
+
+    from real.management import ADDRESS_CAPABILITY, HOST_CAPABILITY, LIBVIRT_CAPABILITY
+    from real.thespian_env import bind_strictly
+
+    bind_strictly()
+
+    stopping = _stop_on_signals()
+    caps = {
+        "Admin Port": admin_port,
+        "Convention Address.IPv4": mgr,
+        HOST_CAPABILITY: name,
+        LIBVIRT_CAPABILITY: libvirt_uri,
+        ADDRESS_CAPABILITY: ip,
+    }
+    asys = ActorSystem("multiprocTCPBase", caps)
+    _log(f"agent for {name} on {ip}:{admin_port}, joining the manager at {mgr[0]}:{mgr[1]}; "
+         f"libvirt {libvirt_uri}")
+    if ready_file:
+        with open(ready_file, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    rejoins = 0
+    next_rejoin = time.monotonic() + REJOIN_S
+    try:
+        while not stopping():
+            time.sleep(0.2)
+            if time.monotonic() >= next_rejoin:
+                # Re-register with the convention leader (a restarted manager learns of
+                # this host this way); the value only has to change.
+                rejoins += 1
+                asys.updateCapability(REJOIN_CAPABILITY, rejoins)
+                next_rejoin = time.monotonic() + REJOIN_S
+    finally:
+        asys.shutdown()
+    _log(f"agent for {name} stopped (guests keep running)")
+    return 0

@@ -1,0 +1,317 @@
+"""The management node's shell: the HA manager, its VM actors, and what surrounds them.
+
+Besides hosting the behaviours (``real.shell``), it
+- places a host agent on every compute host whose actor system joins the convention
+  (``createActor`` with the capability requirement ``neverstop.host = NAME``), and tells
+  every agent where its peers are;
+- is the API layer: a user command is written to the store, then handed to the manager,
+  so a restarted management node knows every level, "do not restart" flag, setting and
+  maintenance mode; published VM states are stored as they happen;
+- answers ``bmc/HOST`` from the host's power controller, in a thread;
+- keeps the live VM and host tables for ``neverstop real status``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from thespian.actors import ActorSystemConventionUpdate, ChildActorExited
+
+from actors.config import DURATION_KEYS, ConfigError, HaConfig
+from actors.host_agent import HostAgent
+from actors.inventory import MANAGER, Inventory, host_addr
+from actors.manager import HaManager
+from actors.messages import (
+    HostViewChanged,
+    PowerQuery,
+    PowerStatus,
+    UserMaintenance,
+    UserSetConfig,
+    UserSetHa,
+    UserStartVm,
+    UserStopVm,
+    VmViewChanged,
+)
+from actors.states import HaLevel, Strategy, VmState
+from real.agent import AgentBoot, AgentShell, HostSpec, InjectCrash
+from real.cluster import Cluster
+from real.power import PowerController, make_controller
+from real.shell import MGMT, Boot, Booted, Nodes, NodeShell, Published
+from real.store import Store
+from sim.units import UnitError, parse_duration
+
+HOST_CAPABILITY = "neverstop.host"
+LIBVIRT_CAPABILITY = "neverstop.libvirt"
+ADDRESS_CAPABILITY = "neverstop.address"
+MANAGER_GLOBAL_NAME = "neverstop-manager"
+TRANSITIONS_KEPT = 1000  # recent VM state changes shown by the status (wall-clock times)
+
+
+@dataclass(frozen=True)
+class MgmtBoot(Boot):
+    cluster: Cluster | None = None
+
+
+@dataclass(frozen=True)
+class Control:
+    """A user command from the control socket (``real.daemon``)."""
+
+    cmd: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ControlReply:
+    ok: bool
+    error: str = ""
+    data: Any = None
+
+
+class ManagementShell(NodeShell):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.cluster: Cluster | None = None
+        self.inventory: Inventory | None = None
+        self.config = HaConfig()
+        self.store: Store | None = None
+        self.views: dict[str, tuple[str, str | None]] = {}
+        self.levels: dict[str, HaLevel] = {}
+        self.no_restart: dict[str, bool] = {}
+        self.host_status: dict[str, str] = {}
+        self.agents: dict[str, str] = {}  # host -> "booting" | "up"
+        self.host_ips: dict[str, str] = {}
+        self.maintenance: set[str] = set()
+        self.power: dict[str, PowerController] = {}
+        self.transitions: deque[tuple[float, str, str, str | None]] = deque(maxlen=TRANSITIONS_KEPT)
+
+    # -- boot ------------------------------------------------------------------------------------
+
+    def boot(self, msg: Boot) -> bool:
+        assert isinstance(msg, MgmtBoot) and msg.cluster is not None
+        cluster = self.cluster = msg.cluster
+        self.node = MGMT
+        self.seed = msg.seed
+        self.nodes[MGMT] = self.myAddress
+        store = self.store = Store(cluster.settings.state)
+        inventory, config, maintenance = store.restore(cluster.inventory, cluster.config)
+        store.save_inventory(cluster.inventory)
+        self.inventory, self.config = inventory, config
+        for init in inventory.vms:
+            self.levels[init.vm.name] = init.level
+            self.no_restart[init.vm.name] = init.no_restart
+            running = init.state is VmState.RUNNING
+            self.views[init.vm.name] = (init.state.value, init.host if running else None)
+        for host in inventory.hosts:
+            self.host_ips[host.name] = host.ip
+            self.power[host.name] = make_controller(cluster.settings.power_for(host.name))
+        self.ensure_mailbox()
+        self.log(f"management shell: {len(inventory.hosts)} hosts, {len(inventory.vms)} VMs, "
+                 f"profile {cluster.profile}, strategy {config.strategy.value}, state in {store.path}")
+        self.spawn(MANAGER, HaManager(inventory, config))
+        for name in sorted(maintenance):
+            self.maintenance.add(name)
+            self.route(MANAGER, UserMaintenance(name, True))
+        self.notifyOnSystemRegistrationChanges(True)
+        return True
+
+    # -- compute hosts joining ---------------------------------------------------------------------
+
+    def _shared_pools(self, host: str) -> tuple[str, ...]:
+        assert self.inventory is not None
+        shared = {p.name for p in self.inventory.pools if p.shared}
+        return tuple(p for p in self.inventory.host(host).pools if p in shared)
+
+    def _host_spec(self, host: str, uri: str) -> HostSpec:
+        assert self.cluster is not None and self.inventory is not None
+        s = self.cluster.settings
+        migration = {}
+        for other in self.inventory.hosts:
+            ip = self.host_ips.get(other.name) or other.name
+            migration[other.name] = (s.migration_uri.format(ip=ip, host=other.name),
+                                     s.migration_stream.format(ip=ip, host=other.name))
+        mounts = {p: s.mounts[p] for p in self._shared_pools(host) if p in s.mounts}
+        return HostSpec(host, uri, s.template(), mounts, migration, s.shutdown_timeout_s,
+                        s.libvirt_refresh_s, s.run_dir)
+
+    def _host_joined(self, msg: Any) -> None:
+        caps = msg.remoteCapabilities or {}
+        host = caps.get(HOST_CAPABILITY)
+        if host is None:
+            return
+        assert self.inventory is not None
+        if host not in {h.name for h in self.inventory.hosts}:
+            self.log(f"an actor system for unknown host {host!r} joined: ignored")
+            return
+        if not msg.remoteAdded:
+            # Thespian's membership is no evidence of anything: HA judges by its own pings.
+            self.log(f"convention: {host}'s actor system left or timed out (no HA action)")
+            return
+        if not self.host_ips.get(host) and caps.get(ADDRESS_CAPABILITY):
+            self.host_ips[host] = caps[ADDRESS_CAPABILITY]
+        uri = caps.get(LIBVIRT_CAPABILITY, "qemu:///system")
+        addr = self.createActor(AgentShell, targetActorRequirements={HOST_CAPABILITY: host})
+        self.nodes[host] = addr
+        self.agents[host] = "booting"
+        agent = HostAgent(host, self._shared_pools(host), self.config)
+        self.send(addr, AgentBoot(node=host, cells=((host_addr(host), agent),), nodes=dict(self.nodes),
+                                  seed=self.seed, spec=self._host_spec(host, uri)))
+        for other, other_addr in self.nodes.items():
+            if other not in (MGMT, host):
+                self.send(other_addr, Nodes({host: addr}))
+        self.log(f"{host} joined: agent shell placed there (libvirt {uri})")
+
+    # -- devices: power controllers ----------------------------------------------------------------
+
+    def device(self, to: str, msg: object) -> bool:
+        if not to.startswith("bmc/"):
+            return False
+        if isinstance(msg, PowerQuery):
+            controller = self.power.get(msg.host)
+            mailbox = self.mailbox
+            if controller is not None and mailbox is not None:
+                def ask(c: PowerController = controller, q: PowerQuery = msg) -> None:
+                    on = c.powered_on(q.host)
+                    if on is not None:
+                        mailbox.post(q.reply_to, PowerStatus(q.host, q.req, on))
+
+                threading.Thread(target=ask, name=f"power-{msg.host}", daemon=True).start()
+        return True
+
+    # -- published events --------------------------------------------------------------------------
+
+    def on_published(self, event: Published) -> None:
+        e = event.event
+        if isinstance(e, VmViewChanged):
+            old = self.views.get(e.vm, ("-", None))[0]
+            if old == e.state.value and self.views.get(e.vm, ("", None))[1] == e.host:
+                return super().on_published(event)  # a VM actor's first view: nothing new
+            self.views[e.vm] = (e.state.value, e.host)
+            self.transitions.append((event.t, e.vm, e.state.value, e.host))
+            if self.store is not None:
+                self.store.save_view(e.vm, e.state, e.host, e.target)
+            self.log(f"{e.vm}: {old} -> {e.state.value} {e.host or '-'}")
+        elif isinstance(e, HostViewChanged):
+            self.host_status[e.host] = e.status
+        super().on_published(event)
+
+    # -- other messages ----------------------------------------------------------------------------
+
+    def on_other(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, ActorSystemConventionUpdate):
+            self._host_joined(msg)
+        elif isinstance(msg, Control):
+            try:
+                reply = self.control(msg)
+            except (ConfigError, UnitError, KeyError, ValueError) as err:
+                reply = ControlReply(False, str(err))
+            self.send(sender, reply)
+        elif isinstance(msg, Booted):
+            self.agents[msg.node] = "up"
+        elif isinstance(msg, ChildActorExited):
+            for host, addr in list(self.nodes.items()):
+                if addr == msg.childAddress and host != MGMT:
+                    self.log(f"Thespian reports {host}'s agent shell gone (no HA action)")
+
+    def on_exit(self) -> None:
+        super().on_exit()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    # -- the API layer -----------------------------------------------------------------------------
+
+    def _vm(self, args: dict[str, Any]) -> str:
+        vm = str(args.get("vm", ""))
+        if vm not in self.levels:
+            raise KeyError(f"no VM named {vm!r}")
+        return vm
+
+    def _host(self, args: dict[str, Any]) -> str:
+        host = str(args.get("host", ""))
+        if host not in self.host_ips:
+            raise KeyError(f"no host named {host!r}")
+        return host
+
+    def control(self, msg: Control) -> ControlReply:
+        store = self.store
+        assert store is not None
+        cmd, args = msg.cmd, msg.args
+        if cmd == "status":
+            return ControlReply(True, data=self.status())
+        if cmd == "set-ha":
+            vm, level = self._vm(args), HaLevel(str(args.get("level")))
+            store.set_level(vm, level)
+            self.levels[vm] = level
+            self.route(MANAGER, UserSetHa(vm, level))
+        elif cmd == "stop":
+            vm, no_restart = self._vm(args), bool(args.get("no_restart", False))
+            store.set_no_restart(vm, no_restart)
+            store.set_stop_pending(vm, True)
+            self.no_restart[vm] = no_restart
+            self.route(MANAGER, UserStopVm(vm, no_restart))
+        elif cmd == "start":
+            vm = self._vm(args)
+            store.set_no_restart(vm, False)
+            self.no_restart[vm] = False
+            self.route(MANAGER, UserStartVm(vm))
+        elif cmd == "maintenance":
+            host, enter = self._host(args), bool(args.get("enter"))
+            store.set_maintenance(host, enter)
+            (self.maintenance.add if enter else self.maintenance.discard)(host)
+            self.route(MANAGER, UserMaintenance(host, enter))
+        elif cmd == "config-set":
+            key, value = str(args.get("key", "")), config_value(str(args.get("key", "")), args.get("value"))
+            self.config = self.config.with_key(key, value)
+            stored = value.value if isinstance(value, Strategy) else value
+            store.set_config(key, stored)
+            self.route(MANAGER, UserSetConfig(key, stored))
+        elif cmd == "crash":
+            vm = self._vm(args)
+            where = self.views.get(vm, ("", None))[1]
+            addr = self.nodes.get(where or "")
+            if addr is None:
+                return ControlReply(False, f"{vm} runs on no known host")
+            self.send(addr, InjectCrash(vm))
+        else:
+            return ControlReply(False, f"unknown command {cmd!r}")
+        return ControlReply(True)
+
+    def status(self) -> dict[str, Any]:
+        assert self.inventory is not None
+        host_info = {h.name: h for h in self.inventory.hosts}
+        vms = []
+        for init in self.inventory.vms:
+            name = init.vm.name
+            state, host = self.views.get(name, ("-", None))
+            vms.append({
+                "name": name, "cpu": init.vm.cpu, "memory_mib": init.vm.memory_mib, "ip": init.vm.ip,
+                "host": host, "host_ip": self.host_ips.get(host or "", ""), "cluster": init.vm.cluster,
+                "state": state, "ha": self.levels[name].value, "no_restart": self.no_restart[name],
+                "pool": init.vm.pool,
+            })
+        hosts = [{
+            "name": h, "ip": self.host_ips.get(h, ""), "cluster": host_info[h].cluster,
+            "status": self.host_status.get(h, "Connected"), "maintenance": h in self.maintenance,
+            "agent": self.agents.get(h, "absent"),
+        } for h in sorted(host_info)]
+        return {"vms": vms, "hosts": hosts, "config": self.config.as_keys(),
+                "transitions": list(self.transitions)}
+
+
+def config_value(key: str, raw: Any) -> Any:
+    """A user's value for ``key``: durations as "2s" or seconds, booleans, numbers, words."""
+    if not isinstance(raw, str):
+        return raw
+    if key in DURATION_KEYS:
+        return parse_duration(raw, key)
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        number = float(raw)
+    except ValueError:
+        return raw
+    return int(number) if number.is_integer() and "." not in raw else number

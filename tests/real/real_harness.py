@@ -1,0 +1,229 @@
+"""Run real mode on one machine: ``neverstop real manager`` and one ``neverstop real agent``
+per host as processes on loopback ports, each agent on its own ``test:///`` libvirt file.
+
+This is the deployment path users run (the installed ``neverstop`` command, Thespian's
+multiprocTCPBase with a convention, the control socket), minus real guests: the test
+driver's guests live inside the agent's process, so killing an agent's processes is a
+power-off of that host (its guests die with it), and a pid file is its power controller.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from real.cluster import load_cluster
+from real.daemon import DaemonError, control
+from real.domain import domain_xml
+from real.power import pidfile_line
+
+_LIVE: list[LoopbackCluster] = []
+RECOVERY_TIMES: list[tuple[str, float]] = []  # (what, wall-clock seconds), for the summary
+
+
+def record_recovery(what: str, seconds: float) -> None:
+    """Keep a measured recovery time: conftest prints them at the end of the run."""
+    RECOVERY_TIMES.append((what, seconds))
+
+
+def _cleanup_all() -> None:
+    for cluster in list(_LIVE):
+        cluster.stop()
+
+
+atexit.register(_cleanup_all)
+
+
+def free_port_block(n: int) -> int:
+    """A base port with ``n`` consecutive free ports on 127.0.0.1."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n >= 65000:
+            continue
+        ok = True
+        for p in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port block")
+
+
+def pids_with(marker: str) -> list[int]:
+    """Every process whose command line contains ``marker`` (Thespian daemonizes its
+    processes, so they are not our children; they keep our command line)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmd and int(entry) != os.getpid():
+            found.append(int(entry))
+    return found
+
+
+def kill_all(marker: str) -> None:
+    for _ in range(20):
+        pids = pids_with(marker)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+REAL_TABLE = """
+[real]
+state = "{dir}/state.db"
+guest = "test"
+run_dir = "{dir}/run"
+shutdown_timeout = "2s"
+libvirt_refresh = "1s"
+[real.mounts]
+{mounts}
+[real.power."*"]
+type = "pidfile"
+pidfile = "{dir}/power/{{host}}.pid"
+"""
+
+
+class LoopbackCluster:
+    def __init__(self, workdir: Path, cluster_toml: str, shared_pools: tuple[str, ...] = ()) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "power").mkdir(exist_ok=True)
+        mounts = []
+        for pool in shared_pools:
+            (self.dir / pool).mkdir(exist_ok=True)
+            mounts.append(f'{pool} = "{self.dir / pool}"')
+        self.path = self.dir / "cluster.toml"
+        self.path.write_text(cluster_toml + REAL_TABLE.format(dir=self.dir, mounts="\n".join(mounts)))
+        self.cluster = load_cluster(self.path)
+        self.hosts = [h.name for h in self.cluster.inventory.hosts]
+        self.base = free_port_block(len(self.hosts) + 1)
+        self.socket = str(self.dir / "manager.sock")
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports = {h: self.base + 1 + i for i, h in enumerate(self.hosts)}
+        self.started = False
+
+    # -- processes -------------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the process
+        env = dict(os.environ, NEVERSTOP_SOCKET=self.socket, PYTHONUNBUFFERED="1")
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", "sim.cli", *args], stdout=log,
+                                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def manager_marker(self) -> str:
+        return f"--listen 127.0.0.1:{self.base}"
+
+    def agent_marker(self, host: str) -> str:
+        return f"--admin-port {self.ports[host]}"
+
+    def start(self, timeout_s: float = 40.0) -> None:
+        _LIVE.append(self)
+        self.started = True
+        template = self.cluster.settings.template()
+        for host in self.hosts:
+            running = [v.vm for v in self.cluster.inventory.vms
+                       if v.host == host and v.state.value == "Running"]
+            node = "<node>" + "".join(domain_xml(vm, template) for vm in running) + "</node>"
+            (self.dir / f"{host}.xml").write_text(node)
+        self.start_manager()
+        for host in self.hosts:
+            self.start_agent(host)
+        self.wait_for(lambda s: all(h["agent"] == "up" for h in s["hosts"]), timeout_s, "agents up")
+
+    def start_manager(self, timeout_s: float = 20.0) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)
+        self._spawn("manager", ["real", "manager", "--config", str(self.path), "--listen",
+                                f"127.0.0.1:{self.base}", "--socket", self.socket])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(DaemonError):
+                if control(self.socket, "status", timeout_s=2).get("ok"):
+                    return
+            if self.procs["manager"].poll() is not None:
+                raise RuntimeError(f"manager exited: {self.log('manager')}")
+            time.sleep(0.2)
+        raise RuntimeError(f"manager did not come up: {self.log('manager')}")
+
+    def start_agent(self, host: str) -> None:
+        self._spawn(host, ["real", "agent", "--manager", f"127.0.0.1:{self.base}", "--name", host,
+                           "--libvirt", f"test://{self.dir}/{host}.xml", "--address", "127.0.0.1",
+                           "--admin-port", str(self.ports[host])])
+        (self.dir / "power" / f"{host}.pid").write_text(pidfile_line(self.procs[host].pid))
+
+    def power_off(self, host: str) -> None:
+        """Every process of the host dies at once (its test-driver guests with it)."""
+        kill_all(self.agent_marker(host))
+
+    def kill_manager(self) -> None:
+        kill_all(self.manager_marker())
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        kill_all(self.manager_marker())
+        for host in self.hosts:
+            kill_all(self.agent_marker(host))
+        for proc in self.procs.values():
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=5)
+        if self in _LIVE:
+            _LIVE.remove(self)
+
+    def log(self, name: str) -> str:
+        try:
+            return (self.dir / f"{name}.log").read_text()[-4000:]
+        except OSError:
+            return ""
+
+    # -- talking to the manager -------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        reply = control(self.socket, "status")
+        assert reply["ok"], reply
+        data: dict[str, Any] = reply["data"]
+        return data
+
+    def cmd(self, cmd: str, **args: Any) -> None:
+        reply = control(self.socket, cmd, args)
+        assert reply["ok"], reply
+
+    def vm(self, name: str) -> dict[str, Any]:
+        return next(v for v in self.status()["vms"] if v["name"] == name)
+
+    def wait_for(self, cond: Callable[[dict[str, Any]], bool], timeout_s: float, what: str) -> float:
+        """Seconds until ``cond(status)`` held; fails with the last status and the logs."""
+        t0 = time.monotonic()
+        last: dict[str, Any] = {}
+        while time.monotonic() - t0 < timeout_s:
+            with contextlib.suppress(DaemonError, AssertionError):
+                last = self.status()
+                if cond(last):
+                    return time.monotonic() - t0
+            time.sleep(0.1)
+        raise AssertionError(f"not within {timeout_s} s: {what}\nlast status: {last}\n"
+                             f"manager log:\n{self.log('manager')}")

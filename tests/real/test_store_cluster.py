@@ -1,0 +1,200 @@
+"""The SQLite store, the cluster file, power controllers and the CLI's status table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from actors.config import HaConfig
+from actors.states import HaLevel, Strategy, VmState
+from real.cli import format_status
+from real.cluster import ClusterError, parse_cluster, to_toml
+from real.heartbeat import read_record, record_path, write_record
+from real.management import config_value
+from real.power import CommandController, PidfileController, parse_ipmi, pidfile_line
+from real.store import Store, inventory_from_json, inventory_to_json
+
+CLUSTER = """
+profile = "tuned"
+[ha]
+strategy = "Force"
+"ha.host.check.interval" = "3s"
+[[storage]]
+name = "nfs-1"
+type = "NFS"
+[[storage]]
+name = "local-1"
+type = "LocalStorage"
+host = "host-1"
+[[host]]
+name = "host-1"
+cpu = 4
+memory = "4GiB"
+storage = ["nfs-1", "local-1"]
+ip = "10.0.0.1"
+[[host]]
+name = "host-2"
+cpu = 4
+memory = "4GiB"
+storage = ["nfs-1"]
+[[vm]]
+name = "vm-1"
+cpu = 1
+memory = "512MiB"
+host = "host-1"
+storage = "nfs-1"
+ha = "NeverStop"
+[[vm]]
+name = "vm-2"
+cpu = 1
+memory = "512MiB"
+host = "host-1"
+storage = "local-1"
+[real]
+state = "/tmp/x.db"
+guest = "qemu"
+migration_stream = "tcp://{ip}"
+[real.mounts]
+nfs-1 = "/mnt/nfs-1"
+[real.power.host-1]
+type = "ipmi"
+address = "192.0.2.10"
+user = "admin"
+password_file = "/etc/neverstop/ipmi"
+"""
+
+
+def test_cluster_file_reuses_the_scenario_tables() -> None:
+    c = parse_cluster(CLUSTER, "c.toml")
+    assert c.config.strategy is Strategy.FORCE and c.config.host_check_interval_s == 3.0
+    assert c.config.ping_interval_s == 2.0  # the tuned profile underneath
+    assert [h.name for h in c.inventory.hosts] == ["host-1", "host-2"]
+    # host-2 has no power controller configured: HA must not wait for one
+    assert [h.power_controller for h in c.inventory.hosts] == [True, False]
+    assert c.settings.guest == "qemu" and c.settings.mounts == {"nfs-1": "/mnt/nfs-1"}
+    assert c.settings.power_for("host-1").type == "ipmi"
+    assert c.settings.template().kind == "qemu"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('[[event]]\nat = "1s"\naction = "power-off"\ntarget = "host-1"\n', "event"),
+    ('[real.power.host-9]\ntype = "none"\n', "unknown host"),
+    ('[real.power.host-2]\ntype = "ipmi"\n', "needs 'address'"),
+    ('[real.mounts]\nnfs-9 = "/x"\n', None),  # a second [real.mounts] table: invalid TOML
+])
+def test_cluster_file_errors_are_one_line(extra: str, message: str | None) -> None:
+    with pytest.raises(ClusterError) as err:
+        parse_cluster(CLUSTER + extra, "c.toml")
+    assert "\n" not in str(err.value) and str(err.value).startswith("c.toml")
+    if message:
+        assert message in str(err.value)
+
+
+def test_bad_scenario_tables_are_reported_by_the_scenario_parser() -> None:
+    with pytest.raises(ClusterError, match=r"vm\[1\]\.host"):
+        parse_cluster(CLUSTER.replace('host = "host-1"\nstorage = "nfs-1"',
+                                      'host = "host-9"\nstorage = "nfs-1"'))
+
+
+def test_toml_writer_round_trips() -> None:
+    import tomllib
+
+    doc = {"a": 1, "b": "x", "ha": {"ha.enable": True, "x": 1.5}, "host": [{"n": "h", "l": ["p", "q"]}]}
+    assert tomllib.loads(to_toml(doc)) == doc
+
+
+def test_store_restores_intents_and_views(tmp_path: Path) -> None:
+    c = parse_cluster(CLUSTER)
+    store = Store(str(tmp_path / "state.db"))
+    store.save_inventory(c.inventory)
+    store.set_level("vm-2", HaLevel.NEVER_STOP)
+    store.set_no_restart("vm-1", True)
+    store.save_view("vm-1", VmState.STOPPED, None)
+    store.save_view("vm-2", VmState.MIGRATING, "host-1", "host-2")
+    store.set_config("ha.strategy", "Permissive")
+    store.set_maintenance("host-2", True)
+    store.close()
+
+    again = Store(str(tmp_path / "state.db"))
+    inv, config, maintenance = again.restore(c.inventory, c.config)
+    vm1, vm2 = inv.vms
+    assert (vm1.state, vm1.host, vm1.no_restart) == (VmState.STOPPED, "host-1", True)
+    assert (vm2.level, vm2.state, vm2.host, vm2.also_on) == (HaLevel.NEVER_STOP, VmState.RUNNING, "host-1",
+                                                              ("host-2",))
+    assert config.strategy is Strategy.PERMISSIVE and config.host_check_interval_s == 3.0
+    assert maintenance == {"host-2"}
+    assert inventory_from_json(inventory_to_json(c.inventory)) == c.inventory
+    assert again.load_inventory() == c.inventory
+
+
+def test_store_without_history_changes_nothing(tmp_path: Path) -> None:
+    c = parse_cluster(CLUSTER)
+    inv, config, maintenance = Store(str(tmp_path / "s.db")).restore(c.inventory, c.config)
+    assert inv == c.inventory and config == c.config and maintenance == set()
+
+
+def test_config_values_from_the_command_line() -> None:
+    assert config_value("host.ping.interval", "2s") == 2.0
+    assert config_value("ha.enable", "false") is False
+    assert config_value("ha.host.check.maxAttempts", "4") == 4
+    assert config_value("ha.strategy", "Force") == "Force"
+    assert HaConfig().with_key("ha.strategy", config_value("ha.strategy", "Force")).strategy is Strategy.FORCE
+
+
+def test_power_controllers(tmp_path: Path) -> None:
+    assert parse_ipmi("Chassis Power is on\n") is True
+    assert parse_ipmi("Chassis Power is off") is False
+    assert parse_ipmi("Error: Unable to establish IPMI v2 / RMCP+ session") is None
+    pidfile = tmp_path / "{host}.pid"
+    (tmp_path / "h1.pid").write_text(pidfile_line(os.getpid()))
+    (tmp_path / "h2.pid").write_text("999999999 1\n")
+    ctl = PidfileController(str(pidfile))
+    assert ctl.powered_on("h1") is True
+    assert ctl.powered_on("h2") is False
+    assert ctl.powered_on("h3") is False  # no pid file: the lab's host is gone
+    assert CommandController(("true",)).powered_on("h") is True
+    assert CommandController(("false",)).powered_on("h") is False
+    assert CommandController(("sh", "-c", "exit 3")).powered_on("h") is None
+
+
+def test_heartbeat_records(tmp_path: Path) -> None:
+    path = record_path(str(tmp_path), "host-1")
+    assert read_record(path) == -1
+    write_record(path, 41)
+    write_record(path, 7)  # a rebooted host counts again from the start: the last write counts
+    assert read_record(path) == 7
+    Path(path).write_bytes(b"garbage")
+    assert read_record(path) is None
+
+
+def test_status_table() -> None:
+    data = {
+        "vms": [{"name": "vm-1", "cpu": 1, "memory_mib": 512, "ip": "", "host": "host-1",
+                 "host_ip": "10.0.0.1", "cluster": "Cluster-1", "state": "Running", "ha": "NeverStop",
+                 "no_restart": False}],
+        "hosts": [{"name": "host-1", "ip": "10.0.0.1", "cluster": "Cluster-1", "status": "Connected",
+                   "maintenance": True, "agent": "up"}],
+    }
+    text = format_status(data)
+    assert "vm-1" in text and "10.0.0.1" in text and "Connected, maintenance" in text
+    assert "HA level" in text
+
+
+def test_shipped_example_cluster_file_loads() -> None:
+    from real.cluster import load_cluster
+
+    example = Path(__file__).parent.parent.parent / "deploy" / "cluster.example.toml"
+    c = load_cluster(example)
+    assert all(h.power_controller for h in c.inventory.hosts)
+    assert c.settings.mounts == {"nfs-1": "/mnt/nfs-1"}
+
+
+def test_cli_groups_are_registered(capsys: pytest.CaptureFixture[str]) -> None:
+    from sim.cli import main
+
+    assert main(["real", "status", "--socket", "/nonexistent/neverstop.sock"]) == 2
+    assert "cannot reach the manager" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["lab", "--help"])
