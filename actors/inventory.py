@@ -7,6 +7,7 @@ liveness and placement are tracked separately, by the manager, at run time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from actors.states import HaLevel, Network, VmState
 
@@ -82,7 +83,9 @@ class Inventory:
     vms: tuple[VmInit, ...]
 
     def host(self, name: str) -> HostInfo:
-        for h in self.hosts:
-            if h.name == name:
-                return h
-        raise KeyError(name)
+        return self._hosts_by_name[name]
+
+    @cached_property
+    def _hosts_by_name(self) -> dict[str, HostInfo]:
+        """Built once: a lookup per VM must not scan every host (1,000s of them)."""
+        return {h.name: h for h in self.hosts}
