@@ -9,7 +9,8 @@ and however often links fail. Each pair's path in the whole graph is cached unti
 is attached (for a node and a switch this is two links, found without a search); when a
 link on it is down, the shortest path over the links that are up is searched instead,
 cached until the next link changes state, and a node whose links are all down is known
-unreachable without a search.
+unreachable without a search. A path with no loss or jitter on its links has a fixed
+delay, kept until a link changes; change links only through this class's methods.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class NetworkModel:
         self._routes: dict[tuple[Network, str, str], list[tuple[Link, bool]] | None] = {}
         self._route_version = 0
         self._paths: dict[tuple[Network, str, str], tuple[Hop, ...] | None] = {}  # all links
+        self._fixed: dict[tuple[Network, str, str], float] = {}  # delays of clean, up paths
         self.blocked: set[frozenset[str]] = set()  # node pairs cut apart (a host losing a pool)
 
     def attach(self, node: str, networks: Iterable[Network], template: Link | None = None) -> None:
@@ -63,6 +65,7 @@ class NetworkModel:
             self.graphs[network].add_edge(node, switch(network), link=link)
         self.version += 1
         self._paths.clear()
+        self._fixed.clear()
 
     def link(self, node: str, network: Network) -> Link | None:
         graph = self.graphs[network]
@@ -76,12 +79,14 @@ class NetworkModel:
         if link is not None and link.up != up:
             link.up = up
             self.version += 1
+            self._fixed.clear()
 
     def set_direction(self, node: str, network: Network, direction: str, up: bool) -> None:
         """Cut or heal one direction of a node's link: ``in``, ``out`` or ``both``."""
         link = self.link(node, network)
         if link is None:
             return
+        self._fixed.clear()
         if direction in ("in", "both"):
             link.in_up = up
         if direction in ("out", "both"):
@@ -93,6 +98,7 @@ class NetworkModel:
         if link is not None:
             link.loss = loss
             link.extra_latency_s = extra_latency_s
+            self._fixed.clear()
 
     def block(self, a: str, b: str, blocked: bool) -> None:
         pair = frozenset((a, b))
@@ -167,7 +173,11 @@ class NetworkModel:
         """Delay of one message from ``src`` to ``dst``, or None when it is lost."""
         if self.blocked and frozenset((src, dst)) in self.blocked:
             return None
-        links: tuple[Hop, ...] | list[Hop] | None = self._paths.get((network, src, dst), _UNSEEN)  # type: ignore[assignment]
+        key = (network, src, dst)
+        fixed = self._fixed.get(key)
+        if fixed is not None:
+            return fixed
+        links: tuple[Hop, ...] | list[Hop] | None = self._paths.get(key, _UNSEEN)  # type: ignore[assignment]
         if links is _UNSEEN:
             links = self._path(network, src, dst)
         if links is None:
@@ -179,14 +189,20 @@ class NetworkModel:
                     return None
                 break
         delay = 0.0
+        clean = True
         for link, outbound in links:
             if not (link.out_up if outbound else link.in_up):
                 return None
-            if link.loss and self.rng.random() < link.loss:
-                return None
+            if link.loss:
+                clean = False
+                if self.rng.random() < link.loss:
+                    return None
             delay += link.latency_s + link.extra_latency_s
             if link.jitter_s:
+                clean = False
                 delay += self.rng.uniform(0.0, link.jitter_s)
+        if clean:
+            self._fixed[key] = delay
         return delay
 
 

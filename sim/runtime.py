@@ -9,14 +9,17 @@ dropped, and their timers never fire, because each carries the incarnation it wa
 A delivery is the cheapest object simpy's ``Environment.step`` accepts: a slotted
 ``_Arrival`` sharing one callback list, pushed onto the queue exactly as
 ``Environment.schedule`` would push a ``Timeout`` (same time, priority and sequence
-number), so runs are event-for-event the same as with ``env.timeout`` at a third of the
-cost per message.
+number), so runs are event-for-event the same as with ``env.timeout``, without a closure
+and a ``Timeout`` per message. ``SimContext.send`` and ``set_timer`` are the hot path and
+do their work inline; ``bench/overhead.py`` measures them against bare simpy.
 """
 
 from __future__ import annotations
 
+import gc
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from heapq import heappush
 from random import Random
 from typing import Any
@@ -34,6 +37,29 @@ PublishHook = Callable[[float, str, object], None]
 def seeded(seed: int, name: str) -> Random:
     """A generator for one actor that depends only on the run's seed and the name."""
     return Random(seed * 1_000_003 + zlib.crc32(name.encode()))
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Run a block with Python's cyclic garbage collector off (reference counting still
+    frees every object that is dropped).
+
+    A cluster is hundreds of thousands of long-lived objects (actors, their contexts and
+    generators, specs, the inventory). While it is built, and while it runs with timers
+    in flight for seconds, the collector keeps promoting objects and walks all of them
+    again in dozens of full collections: about 40% of a 1,000-host hour, and more the
+    larger the cluster. A run makes no cyclic garbage (``tests/test_bench_smoke.py``
+    checks that), so nothing is lost by pausing the collector; whatever a future change
+    leaves in cycles is collected as usual after the block. Meant for
+    ``Simulation.run``: ``with collector_paused(): build, then env.run(...)``.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class Cell:
@@ -89,13 +115,43 @@ class SimContext:
         return self._cell.hypervisor
 
     def now(self) -> float:
-        return self._runtime.clock(self._cell.node)
+        runtime = self._runtime
+        if runtime.clocks:
+            return runtime.clock(self._cell.node)
+        return float(runtime.env._now)
 
     def send(self, to: str, msg: object, network: Network = Network.MANAGEMENT) -> None:
-        self._runtime.send(self._cell, to, msg, network)
+        # The hot path of every run, written out here: SimRuntime.send comes here too.
+        runtime = self._runtime
+        target = runtime.cells.get(to)
+        if target is None:
+            return
+        node = self._cell.node
+        if target.node == node:
+            delay = 0.0
+        else:
+            transit = runtime.network.transit(network, node, target.node)
+            if transit is None:
+                return
+            delay = transit
+        if target.alive:
+            env = runtime.env
+            heappush(env._queue, (env._now + delay, NORMAL, next(env._eid),
+                                  _Arrival(runtime._arrivals, target, target.incarnation, msg)))
 
     def set_timer(self, delay_s: float, msg: object) -> None:
-        self._runtime.timer(self._cell, delay_s, msg)
+        runtime = self._runtime
+        cell = self._cell
+        clocks = runtime.clocks
+        if clocks and cell.node in clocks:
+            delay_s /= clocks[cell.node][2]  # a fast clock's timers fire early
+        if not delay_s > 0.0:
+            delay_s = 0.0
+        target = runtime.cells.get(cell.address)
+        if target is not None and target.alive:
+            env = runtime.env
+            heappush(env._queue, (env._now + delay_s, NORMAL, next(env._eid),
+                                  _Arrival(runtime._arrivals, target, target.incarnation, msg)))
 
     def spawn(self, address: str, behaviour: Behaviour) -> None:
         self._runtime.spawn(address, self._cell.node, behaviour)
@@ -113,6 +169,7 @@ class SimRuntime:
         self.network = network
         self.seed = seed
         self.cells: dict[str, Cell] = {}
+        self._on_node: dict[str, dict[str, Cell]] = {}  # node -> address -> cell, as in cells
         self.on_publish: list[PublishHook] = []
         self.logs: list[tuple[float, str, str]] = []
         self.messages = 0
@@ -152,28 +209,26 @@ class SimRuntime:
             cell.incarnation = old.incarnation + 1
         cell.ctx = SimContext(self, cell, seeded(self.seed, f"{address}#{cell.incarnation}"))
         self.cells[address] = cell
+        if old is not None:
+            if old.node != node:
+                del self._on_node[old.node][address]
+            if not old.alive:
+                del old.ctx  # no reference cycle left behind: a dead cell is never asked for it
+        self._on_node.setdefault(node, {})[address] = cell
         behaviour.on_start(cell.ctx)
         return cell
 
     def kill_node(self, node: str) -> None:
-        for cell in self.cells.values():
-            if cell.node == node and cell.alive:
+        for cell in self._on_node.get(node, {}).values():
+            if cell.alive:
                 cell.alive = False
                 cell.incarnation += 1
 
     # -- messages ------------------------------------------------------------------------------
 
     def send(self, sender: Cell, to: str, msg: object, network: Network) -> None:
-        target = self.cells.get(to)
-        if target is None:
-            return
-        if target.node == sender.node:
-            delay: float | None = 0.0
-        else:
-            delay = self.network.transit(network, sender.node, target.node)
-        if delay is None or not target.alive:
-            return
-        self._push(target, msg, delay)
+        """``sender`` sends ``msg`` to the actor at ``to`` over ``network``."""
+        sender.ctx.send(to, msg, network)
 
     def deliver(self, to: str, msg: object, delay_s: float = 0.0) -> None:
         """Deliver ``msg`` to the actor now at ``to`` after ``delay_s``, if it still lives."""
@@ -197,9 +252,8 @@ class SimRuntime:
             target.behaviour.receive(target.ctx, arrival.msg)
 
     def timer(self, cell: Cell, delay_s: float, msg: object) -> None:
-        if self.clocks and cell.node in self.clocks:
-            delay_s /= self.clocks[cell.node][2]
-        self.deliver(cell.address, msg, delay_s if delay_s > 0.0 else 0.0)
+        """Deliver ``msg`` to ``cell``'s actor after ``delay_s`` on its node's clock."""
+        cell.ctx.set_timer(delay_s, msg)
 
     # -- observation ---------------------------------------------------------------------------
 
