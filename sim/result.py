@@ -81,6 +81,10 @@ class RunResult:
         return not self.violations and all(e.ok for e in self.expectations)
 
     def as_json(self) -> dict[str, Any]:
+        """The documented JSON of a run. ``recovery`` holds the per-VM, per-incident
+        figures of ``sim.recovery`` (imported here, not at the top: it imports this module)."""
+        from sim.recovery import recovery
+
         return {
             "scenario": self.scenario,
             "seed": self.seed,
@@ -94,4 +98,5 @@ class RunResult:
             "violations": [asdict(v) for v in self.violations],
             "final": [asdict(f) for f in self.final],
             "faults": [asdict(f) for f in self.faults],
+            "recovery": [r.as_json() for r in recovery(self)],
         }
