@@ -35,6 +35,7 @@ from actors.messages import (
     PowerStatus,
     Release,
     Scan,
+    Scannable,
     StopVm,
     UserDeleteNetwork,
     UserDetachNic,
@@ -131,7 +132,14 @@ class HaManager(Behaviour):
         self.home: dict[str, str] = {}
         self.by_home: dict[str, set[str]] = {h.name: set() for h in inventory.hosts}
         self.maintenance: set[str] = set(maintenance)
-        self.waiting: set[str] = set()
+        # VMs no host could take, by what they wait for: their own host (local storage) or
+        # room in their cluster (shared). A change wakes only the VMs it can help.
+        self.waiting: dict[str, set[str]] = {}  # "host:NAME" or "cluster:NAME" -> vms
+        self.waiting_on: dict[str, str] = {}  # vm -> its key in waiting
+        # VMs a scan can make act (Stopped or Unknown): a scan of a 20,000-VM datacenter
+        # goes to these few, not to all. VM actors keep it current (Scannable).
+        self.scannable: set[str] = {v.vm.name for v in inventory.vms
+                                    if v.state in (VmState.STOPPED, VmState.UNKNOWN)}
         self.deleted_networks: set[tuple[str, str]] = set()
         self.next_req = 0
 
@@ -188,7 +196,7 @@ class HaManager(Behaviour):
             self._place(ctx, msg)
         elif isinstance(msg, Release):
             if self.capacity.release(self.vms[msg.vm].vm, msg.host):
-                self._kick_waiting(ctx)
+                self._kick_waiting(ctx, msg.host)
         elif isinstance(msg, Claim):
             self.capacity.reserve(self.vms[msg.vm].vm, msg.host)
             self._set_home(msg.vm, msg.host)
@@ -197,9 +205,14 @@ class HaManager(Behaviour):
             ctx.send(vm_addr(msg.vm), Verdict(msg.host, msg.req, t.connected,
                                               tuple(sorted(t.gone_pools)), t.all_gone))
         elif isinstance(msg, _ScanTick):
-            for vm in sorted(self.vms):
+            for vm in sorted(self.scannable):
                 ctx.send(vm_addr(vm), Scan())
             ctx.set_timer(self.config.scan_interval_s, _ScanTick())
+        elif isinstance(msg, Scannable):
+            if msg.scannable:
+                self.scannable.add(msg.vm)
+            else:
+                self.scannable.discard(msg.vm)
         else:
             self._user(ctx, msg)
 
@@ -232,7 +245,7 @@ class HaManager(Behaviour):
                     ctx.send(vm_addr(vm), Evacuate(msg.host))
             else:
                 self.maintenance.discard(msg.host)
-                self._kick_waiting(ctx)
+                self._kick_waiting(ctx, msg.host)
         elif isinstance(msg, UserDetachNic):
             ctx.log(f"manager: {msg.vm} detached from {msg.network}: no HA action")
         elif isinstance(msg, UserDeleteNetwork):
@@ -262,18 +275,31 @@ class HaManager(Behaviour):
             ]
         host = choose_host(vm, self.capacity, candidates, msg.prefer)
         if host is None:
-            self.waiting.add(msg.vm)
+            self._wait(msg.vm, f"host:{self.pools[vm.pool].host}" if not vm.pool_shared
+                       else f"cluster:{vm.cluster}")
             ctx.send(vm_addr(msg.vm), PlaceReply(msg.vm, msg.req, None, reason.value))
             return
-        self.waiting.discard(msg.vm)
+        self._unwait(msg.vm)
         self.capacity.reserve(vm, host)
         self._set_home(msg.vm, host)
         ctx.send(vm_addr(msg.vm), PlaceReply(msg.vm, msg.req, host))
 
-    def _kick_waiting(self, ctx: Context) -> None:
-        waiting, self.waiting = sorted(self.waiting), set()
-        for vm in waiting:
-            ctx.send(vm_addr(vm), Kick())
+    def _wait(self, vm: str, key: str) -> None:
+        self._unwait(vm)
+        self.waiting.setdefault(key, set()).add(vm)
+        self.waiting_on[vm] = key
+
+    def _unwait(self, vm: str) -> None:
+        key = self.waiting_on.pop(vm, None)
+        if key is not None:
+            self.waiting[key].discard(vm)
+
+    def _kick_waiting(self, ctx: Context, host: str) -> None:
+        """``host`` has room now, or is usable again: wake the VMs waiting for it."""
+        for key in (f"host:{host}", f"cluster:{self.hosts[host].cluster}"):
+            for vm in sorted(self.waiting.pop(key, set())):
+                del self.waiting_on[vm]
+                ctx.send(vm_addr(vm), Kick())
 
     # -- pings ---------------------------------------------------------------------------------
 
@@ -379,7 +405,7 @@ class HaManager(Behaviour):
         t.check_epoch += 1  # ends the check rounds
         self._publish(ctx, t)
         self._broadcast(ctx, t)
-        self._kick_waiting(ctx)
+        self._kick_waiting(ctx, t.name)
         self._schedule_ping(ctx, t, self.config.ping_interval_s)
 
     # -- checks of a disconnected host -----------------------------------------------------------

@@ -288,6 +288,15 @@ class Scan:
 
 
 @dataclass(frozen=True)
+class Scannable:
+    """VM actor -> manager: whether it is now Stopped or Unknown, the only states in
+    which a scan can make it act. The scan goes to those VMs only."""
+
+    vm: str
+    scannable: bool
+
+
+@dataclass(frozen=True)
 class VmViewChanged:
     """Published by VM actors: the state users see."""
 

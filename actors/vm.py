@@ -30,6 +30,7 @@ from actors.messages import (
     QueryVm,
     Release,
     Scan,
+    Scannable,
     StartVm,
     StopVm,
     UserSetHa,
@@ -46,6 +47,7 @@ from actors.states import HaLevel, StopReason, VmState
 START_TIMEOUT_S = 120.0  # a start not answered by then: the guest may or may not run
 STOP_TIMEOUT_S = 60.0
 MIGRATE_TIMEOUT_S = 600.0
+SCANNABLE = frozenset({VmState.STOPPED, VmState.UNKNOWN})  # states a Scan can act on
 RESEND_S = 1.0  # an order not yet answered is sent again: links lose messages; agents dedupe
 
 
@@ -118,6 +120,8 @@ class VmActor(Behaviour):
 
     def _set(self, ctx: Context, state: VmState) -> None:
         if state is not self.state:
+            if (state in SCANNABLE) != (self.state in SCANNABLE):
+                ctx.send(MANAGER, Scannable(self.name, state in SCANNABLE))
             self.state = state
             self._publish(ctx)
             if state is VmState.RUNNING:

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from actors.context import Behaviour
 from actors.inventory import VmDef
-from actors.messages import VmViewChanged
+from actors.messages import Scannable, VmViewChanged
 from actors.states import Network, VmState
 
 T = TypeVar("T")
@@ -64,6 +64,7 @@ class FakeContext:
     sent: list[tuple[str, object, Network]] = field(default_factory=list)
     timers: list[tuple[float, object]] = field(default_factory=list)  # every set_timer, as asked
     published: list[object] = field(default_factory=list)
+    scannable: list[Scannable] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
     spawned: list[tuple[str, Behaviour]] = field(default_factory=list)
     _due: list[tuple[float, int, object]] = field(default_factory=list)  # (due, order, msg)
@@ -75,6 +76,9 @@ class FakeContext:
         return self.clock
 
     def send(self, to: str, msg: object, network: Network = Network.MANAGEMENT) -> None:
+        if isinstance(msg, Scannable):  # scan bookkeeping, kept apart: tests of it read `scannable`
+            self.scannable.append(msg)
+            return
         self.sent.append((to, msg, network))
 
     def set_timer(self, delay_s: float, msg: object) -> None:

@@ -32,6 +32,7 @@ from actors.messages import (
     PowerStatus,
     Release,
     Scan,
+    Scannable,
     StopVm,
     UserMaintenance,
     UserSetConfig,
@@ -175,12 +176,17 @@ def test_on_start_spawns_one_vm_actor_per_vm_and_schedules_pings_and_scans() -> 
     assert [m.config.revision for _, m, _ in h.start_sent] == [DEFAULT.revision] * 3
 
 
-def test_scan_tick_scans_every_vm_and_rearms() -> None:
+def test_scan_tick_scans_only_vms_that_can_act_and_rearms() -> None:
+    """The scan goes to Stopped and Unknown VMs only (here the inventory's stopped vm4),
+    and follows what VM actors report as they change state."""
     h = Harness(DEFAULT)
     h.send(_ScanTick())
-    assert [(to, m) for to, m, _ in h.ctx.take_sent(Scan)] == [
-        ("vm/vm1", Scan()), ("vm/vm2", Scan()), ("vm/vm3", Scan()), ("vm/vm4", Scan())]
+    assert [(to, m) for to, m, _ in h.ctx.take_sent(Scan)] == [("vm/vm4", Scan())]
     assert h.ctx.timers[-1] == (DEFAULT.scan_interval_s, _ScanTick())
+    h.send(Scannable("vm1", True))
+    h.send(Scannable("vm4", False))
+    h.send(_ScanTick())
+    assert [(to, m) for to, m, _ in h.ctx.take_sent(Scan)] == [("vm/vm1", Scan())]
 
 
 # -- pings ---------------------------------------------------------------------------------------------

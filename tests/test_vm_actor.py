@@ -986,3 +986,15 @@ def test_a_crash_while_starting_backs_off(ran_s: float) -> None:
     ctx.advance(vm, 0.5)
     place = ctx.take_one(PlaceRequest)
     assert place == PlaceRequest("vm1", place.req, "h1", ())
+
+
+def test_the_vm_tells_the_manager_when_a_scan_can_make_it_act() -> None:
+    """Scannable(True) on entering Stopped or Unknown, Scannable(False) on leaving them."""
+    from actors.messages import Scannable
+
+    vm, ctx = make()
+    vm.receive(ctx, GuestFailed("h1", "vm1", StopReason.CRASHED, 1))
+    assert ctx.scannable == [Scannable("vm1", True)]  # Running -> Stopping -> Stopped
+    place = ctx.take_one(PlaceRequest)
+    vm.receive(ctx, PlaceReply("vm1", place.req, "h1"))
+    assert ctx.scannable == [Scannable("vm1", True), Scannable("vm1", False)]  # -> Starting
