@@ -117,19 +117,19 @@ DEFAULT = HaConfig()
 # Faster detection for a well-run management network; see docs/tuning.md for how
 # these were chosen. Every scenario also passes with these.
 TUNED = HaConfig(
-    host_check_interval_s=2.0,
+    host_check_interval_s=1.0,
     host_check_max_attempts=3,
     host_check_success_interval_s=1.0,
     host_check_success_times=2,
-    self_fencer_interval_s=2.0,
+    self_fencer_interval_s=1.0,
     self_fencer_max_attempts=5,
     self_fencer_storage_timeout_s=2.0,
     scan_interval_s=10.0,
     retry_delay_s=10.0,
     retry_max_interval_s=60.0,
     ping_interval_s=2.0,
-    ping_max_failure=5,
-    ping_timeout_s=1.0,
+    ping_max_failure=4,
+    ping_timeout_s=0.5,
 )
 
 PROFILES: dict[str, HaConfig] = {"default": DEFAULT, "tuned": TUNED}

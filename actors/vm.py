@@ -361,6 +361,8 @@ class VmActor(Behaviour):
                 self._set(ctx, VmState.RUNNING)
                 self._follow_up(ctx)
             elif not self._next_candidate(ctx):
+                if self.state is VmState.RUNNING:
+                    self._set(ctx, VmState.STOPPING)  # found dead unseen: as a crash shows it
                 self._stopped(ctx, restart=True)
 
     def _timed_out(self, ctx: Context) -> None:

@@ -56,6 +56,11 @@ ROW_TAIL: tuple[str, ...] = (
 )
 
 
+# What the summary after a sweep shows, p50/p99/max over runs: the decision (which a
+# LocalStorage VM's dead host also gets), the start order and the downtime.
+SUMMARY_FIGURES: tuple[str, ...] = ("decide_s", "order_s", "downtime_s")
+
+
 class ParamError(ConfigError):
     """A bad ``--param`` (or other sweep argument): one line, exit code 2.
 
@@ -101,10 +106,10 @@ def parse_value(key: str, text: str) -> Any:
         if key in ("network.latency", "network.jitter"):
             return _seconds(key, text)
         limit = 1.0 if key == "network.loss" else CLOCK_DRIFT_MAX
-        value = _number(key, text)
-        if not 0 <= value <= limit:
+        ratio = _number(key, text)
+        if not 0 <= ratio <= limit:
             raise ParamError(f"--param {key}: must be a number from 0 to {limit}, not {text!r}")
-        return value
+        return ratio
     value: Any
     if key in DURATION_KEYS:
         value = _seconds(key, text)
@@ -337,12 +342,14 @@ def execute(tasks: Sequence[Task], jobs: int | None = None, dask_address: str | 
 
 def _execute_dask(chunks: list[list[Task]], address: str,
                   done: Callable[[list[RunRecord]], None]) -> None:
-    try:
-        from distributed import Client, as_completed
+    try:  # distributed ships no type hints: its two entry points are used as Any
+        import distributed
     except ImportError:
         raise ParamError("--dask needs the distributed package: pip install 'dask[distributed]'") from None
+    client_class: Any = distributed.Client
+    as_completed: Any = distributed.as_completed
     try:
-        client = Client(address, timeout="20s")
+        client = client_class(address, timeout="20s")
     except (OSError, TimeoutError) as err:
         raise ParamError(f"--dask: cannot reach the Dask scheduler at {address!r}: {err}") from None
     try:
@@ -435,7 +442,7 @@ class PointSummary:
 
 
 def summarise(records: Sequence[RunRecord], params: Sequence[Param],
-              figures: Sequence[str] = ("order_s", "downtime_s")) -> list[PointSummary]:
+              figures: Sequence[str] = SUMMARY_FIGURES) -> list[PointSummary]:
     keys = ["scenario", *(p.key for p in params)]
     groups: dict[tuple[str, ...], list[RunRecord]] = {}
     for rec in records:
@@ -465,7 +472,7 @@ def _fmt_s(value: float | None) -> str:
 
 
 def summary_lines(summaries: Sequence[PointSummary],
-                  figures: Sequence[str] = ("order_s", "downtime_s")) -> list[str]:
+                  figures: Sequence[str] = SUMMARY_FIGURES) -> list[str]:
     """A plain-text table: one line per scenario and parameter combination."""
     if not summaries:
         return ["no runs"]
