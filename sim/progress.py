@@ -11,9 +11,11 @@ class Progress:
     """``with Progress(total, "seeds") as bar: bar.advance(note=...)``. Redraws at most
     ten times a second; prints a plain line per 10% when stderr is not a terminal."""
 
-    def __init__(self, total: int, unit: str, out: TextIO | None = None, width: int = 30) -> None:
+    def __init__(self, total: int, unit: str = "runs", out: TextIO | None = None, width: int = 30,
+                 enabled: bool = True) -> None:
         self.total = max(total, 1)
         self.unit = unit
+        self.enabled = enabled and total > 0
         self.out = out or sys.stderr
         self.width = width
         self.done = 0
@@ -26,6 +28,11 @@ class Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
         self._draw("", force=True)
         if self.tty:
             self.out.write("\n")
@@ -33,7 +40,8 @@ class Progress:
 
     def advance(self, n: int = 1, note: str = "") -> None:
         self.done += n
-        self._draw(note)
+        if self.enabled:
+            self._draw(note)
 
     def _draw(self, note: str, force: bool = False) -> None:
         now = time.monotonic()

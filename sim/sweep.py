@@ -18,8 +18,6 @@ import csv
 import itertools
 import math
 import os
-import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from actors.config import DURATION_KEYS, KEY_TO_FIELD, PROFILES, ConfigError, HaConfig
+from sim.progress import Progress
 from sim.recovery import Recovery, false_failovers, neverstop_recoveries, spurious_unknowns
 from sim.result import RunResult
 from sim.scenario import CLOCK_DRIFT_MAX
@@ -254,51 +253,6 @@ def run_chunk(tasks: Sequence[Task]) -> list[RunRecord]:
 
 
 # -- progress and execution -------------------------------------------------------------------------
-
-
-class Progress:
-    """A progress bar on stderr: redrawn in place on a terminal, one line per tenth otherwise
-    (so a CI log stays short)."""
-
-    def __init__(self, total: int, what: str = "runs", stream: IO[str] | None = None,
-                 enabled: bool = True) -> None:
-        self.total = total
-        self.done = 0
-        self.what = what
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled and total > 0
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.started = time.monotonic()
-        self.last_draw = 0.0
-        self.last_tenth = -1
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if self.tty:
-            if now - self.last_draw >= 0.1 or self.done >= self.total:
-                self.last_draw = now
-                self.stream.write("\r" + self.line(now))
-                self.stream.flush()
-        else:
-            tenth = self.done * 10 // self.total
-            if tenth != self.last_tenth:
-                self.last_tenth = tenth
-                self.stream.write(self.line(now) + "\n")
-                self.stream.flush()
-
-    def line(self, now: float) -> str:
-        width = 30
-        filled = width * self.done // max(self.total, 1)
-        return (f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {self.what}, "
-                f"{now - self.started:.0f}s")
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def _chunks(tasks: Sequence[Task], jobs: int) -> list[list[Task]]:

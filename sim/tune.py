@@ -261,7 +261,7 @@ def tune(scenarios: Sequence[Scenario], seeds: Sequence[int], network: NetworkCo
                     tasks.append(Task(len(tasks), applied, seed, {"scenario": scenario_label(sc)}))
                     owner.append(config)
         if tasks:
-            bar = Progress(len(tasks), what="runs", enabled=progress)
+            bar = Progress(len(tasks), "runs", enabled=progress)
             records = execute(tasks, jobs, dask_address, bar)
             grouped: dict[HaConfig, list[RunRecord]] = {}
             for rec in records:
