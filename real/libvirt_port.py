@@ -134,6 +134,9 @@ class LibvirtHypervisor:
         self._thread: threading.Thread | None = None
         self._last_ok = float("-inf")  # monotonic time of the last successful listing
         self._fence_epoch: dict[str, int] = {}  # pool -> fences so far
+        # Guests fenced and not started here since: their stop is FENCED whoever sees it first,
+        # and a listing begun before the kill does not bring them back.
+        self._fencing: set[str] = set()
         # libvirt's pid files of running qemu processes (qemu:///system); "" for the test driver
         self.qemu_pid_dir = "" if uri.startswith("test:") else qemu_pid_dir
 
@@ -183,6 +186,7 @@ class LibvirtHypervisor:
         with self._lock:
             victims = sorted(vm for vm, p in self._cache.items() if p == pool)
             self._fence_epoch[pool] = self._fence_epoch.get(pool, 0) + 1
+            self._fencing.update(victims)  # before the kill: libvirt's own event may come first
         for vm in victims:
             if not self._kill_qemu(vm):
                 conn = self._conn
@@ -312,13 +316,18 @@ class LibvirtHypervisor:
     def _add(self, vm: str, pool: str) -> None:
         with self._lock:
             self._cache[vm] = pool
+            self._fencing.discard(vm)  # started here again: a new incarnation
 
     def _remove(self, vm: str) -> bool:
         with self._lock:
             return self._cache.pop(vm, None) is not None
 
     def _gone(self, vm: str, reason: StopReason) -> None:
-        """The guest stopped: report it if this is the first we hear of it."""
+        """The guest stopped: report it if this is the first we hear of it. A guest being
+        fenced stopped because of the fence, whatever libvirt's event says."""
+        with self._lock:
+            if vm in self._fencing:
+                reason = StopReason.FENCED
         if self._remove(vm):
             self.log(f"{self.host}: guest {vm} stopped ({reason.value})")
             self.deliver(GuestStopped(vm, reason))
@@ -423,7 +432,8 @@ class LibvirtHypervisor:
         with self._lock:
             cached = dict(self._cache)
             for vm, pool in active.items():
-                self._cache.setdefault(vm, pool)
+                if vm not in self._fencing:
+                    self._cache.setdefault(vm, pool)
         for vm in sorted(set(cached) - set(active)):
             dom = self._lookup(conn, vm)
             if dom is None:
