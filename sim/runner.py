@@ -268,7 +268,6 @@ class Simulation:
     def _user_action(self, now: float, action: str, target: str, args: dict[str, Any]) -> None:
         """A user's API call: the truth and the manager's store take it at once (the
         store is on disk even while the manager is down); the manager gets a message."""
-        self.truth.note_intents(now)  # the rules up to now, so that later ones can be told apart
         self._apply_user_action(action, target, args)
         self.truth.note_intents(now)
 

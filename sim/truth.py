@@ -46,6 +46,9 @@ class Truth:
     host_enable: dict[str, bool] = field(default_factory=dict)  # ha.enable as each host last heard it
     history: dict[str, list[Rules]] = field(default_factory=dict)  # vm -> rules over time
 
+    def __post_init__(self) -> None:
+        self.note_intents(0.0)  # the rules from the start; each user action adds what changed
+
     def note_intents(self, now: float) -> None:
         """Record, after a user action, what HA may do for each VM from ``now`` on."""
         for vm, intent in self.intents.items():
@@ -57,12 +60,9 @@ class Truth:
                 past.append(rules)
 
     def rules_at(self, vm: str, t: float) -> Rules:
-        current = Rules(0.0, self.ha_enable, self.intents[vm].level, self.intents[vm].no_restart)
-        for rules in reversed(self.history.get(vm, [])):
-            if rules.t <= t:
-                return rules
-            current = rules
-        return current
+        """The rules in force at ``t`` (history starts at 0, so there always is one)."""
+        past = self.history[vm]
+        return next((rules for rules in reversed(past) if rules.t <= t), past[0])
 
     def running_on(self, host: str) -> set[str]:
         return self.on_host.setdefault(host, set())
