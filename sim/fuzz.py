@@ -84,7 +84,7 @@ def _window(rng: Random) -> tuple[float, float]:
     return round(start, 3), round(start + length, 3)
 
 
-def generate_faults(rng: Random, cluster: Cluster, count: int) -> list[EventSpec]:
+def fuzz_schedule(rng: Random, cluster: Cluster, count: int) -> list[EventSpec]:
     """``count`` faults of every kind, overlapping freely, each healed by HEAL_S."""
     hosts = [h.name for h in cluster.hosts]
     vms = [v.name for v in cluster.vms]
@@ -138,7 +138,7 @@ def generate_case(seed: int, strategy: Strategy, size: str = "small", profile: s
     """The scenario of one seed: its cluster (or ``base``'s), faults and config."""
     rng = Random(seed)
     cluster = Cluster(base.storage, base.hosts, base.vms) if base is not None else _cluster(rng, size)
-    events = generate_faults(rng, cluster, rng.randint(3, 12))
+    events = fuzz_schedule(rng, cluster, rng.randint(3, 12))
     config = PROFILES[profile].with_key("ha.strategy", strategy.value)
     duration_s = HEAL_S + liveness_bound_s(config)
     scenario = to_scenario(cluster, f"fuzz seed {seed} ({strategy.value})", duration_s, events,
