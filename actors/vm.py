@@ -94,7 +94,7 @@ class VmActor(Behaviour):
         self.host = init.host  # where it runs, or its home host while stopped
         self.no_restart = init.no_restart
         self.op = Op.NONE
-        self.req = 0
+        self.req = 0  # no operation yet; the first draws a random start (see _begin)
         self.cause = "ha"
         self.migrate_dest = ""
         self.retry_delay_s = config.retry_delay_s
@@ -136,6 +136,12 @@ class VmActor(Behaviour):
 
     def _begin(self, ctx: Context, op: Op, timeout_s: float | None) -> int:
         self.op = op
+        if self.req == 0:
+            # The first operation of this incarnation: request ids start at a random point,
+            # since agents remember answered ids and a restarted VM actor must not be
+            # mistaken for its previous incarnation. Drawn here rather than at start: most
+            # VMs never operate, and an actor's generator is made on first use.
+            self.req = ctx.random.randrange(1, 1 << 40)
         self.req += 1
         if timeout_s is not None:
             ctx.set_timer(timeout_s, _Timeout(self.req))
@@ -143,7 +149,8 @@ class VmActor(Behaviour):
 
     def _end(self) -> None:
         self.op = Op.NONE
-        self.req += 1  # any late reply to the finished operation is now stale
+        if self.req:
+            self.req += 1  # any late reply to the finished operation is now stale
         self.order = None
 
     def _order(self, ctx: Context, op: Op, timeout_s: float, to: str, make: Callable[[int], object]) -> None:
@@ -157,9 +164,6 @@ class VmActor(Behaviour):
     # -- entry -----------------------------------------------------------------------------------
 
     def on_start(self, ctx: Context) -> None:
-        # Request ids start at a random point: agents remember answered ids, and a
-        # restarted VM actor must not be mistaken for its previous incarnation.
-        self.req = ctx.random.randrange(1 << 40)
         self._publish(ctx)
         if self.state is VmState.UNKNOWN:
             self._query(ctx)  # a restarted manager: find out what really runs
