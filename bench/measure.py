@@ -11,7 +11,6 @@ elsewhere it is ``ru_maxrss``. ``python -m bench.measure --hosts N`` prints one 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import resource
 import subprocess
@@ -19,7 +18,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,8 +41,6 @@ class Measurement:
     ha_starts: int  # guests started by HA
     transitions: int
     violations: int  # checker findings (two copies, over-capacity, HA rules)
-    gc_paused: bool  # the benchmark paused the collector itself (the proposed change)
-    collector_on_in_run: bool  # whether the collector was on while env.run ran
 
     @property
     def events_per_s(self) -> float:
@@ -63,7 +59,7 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure_here(hosts: int, duration_s: float, seed: int, gc_paused: bool = False) -> Measurement:
+def measure_here(hosts: int, duration_s: float, seed: int) -> Measurement:
     """Generate and run one workload in this process (call it in a fresh one)."""
     from bench.workload import Workload
     from sim.runner import Simulation
@@ -75,9 +71,6 @@ def measure_here(hosts: int, duration_s: float, seed: int, gc_paused: bool = Fal
     generate_s = time.perf_counter() - t0
     w0, c0 = time.perf_counter(), time.process_time()
     sim = Simulation(scenario)
-    if gc_paused:
-        pause_collector(sim)
-    seen = _watch_collector(sim)
     result = sim.run()
     wall_s, cpu_s = time.perf_counter() - w0, time.process_time() - c0
     actions = [e.action for e in scenario.events]
@@ -89,48 +82,14 @@ def measure_here(hosts: int, duration_s: float, seed: int, gc_paused: bool = Fal
         generate_s=generate_s, wall_s=wall_s, cpu_s=cpu_s, rss_start_mib=rss_start,
         peak_rss_mib=_rss_mib(), messages=sim.runtime.messages,
         ha_starts=sum(1 for r in result.runs if r.cause == "ha"),
-        transitions=len(result.transitions), violations=len(result.violations), gc_paused=gc_paused,
-        collector_on_in_run=bool(seen and seen[0]),
+        transitions=len(result.transitions), violations=len(result.violations),
     )
 
 
-def _watch_collector(simulation: Any) -> list[bool]:
-    """Note whether the cyclic collector is on when the run starts (the simulator may
-    pause it itself)."""
-    seen: list[bool] = []
-    plain_run = simulation.env.run
-
-    def run(until: Any = None) -> Any:
-        seen.append(gc.isenabled())
-        return plain_run(until)
-
-    simulation.env.run = run
-    return seen
-
-
-def pause_collector(simulation: Any) -> None:
-    """The change proposed for ``Simulation.run``: build the cluster and run it inside
-    ``sim.runtime.collector_paused()``; applied here to one simulation, for measuring it."""
-    from sim.runtime import collector_paused
-
-    plain_build, plain_run = simulation._build, simulation.env.run
-
-    def build() -> None:
-        with collector_paused():
-            plain_build()
-
-    def run(until: Any = None) -> Any:
-        with collector_paused():
-            return plain_run(until)
-
-    simulation._build = build
-    simulation.env.run = run
-
-
-def run_child(hosts: int, duration_s: float, seed: int, gc_paused: bool = False) -> Measurement:
+def run_child(hosts: int, duration_s: float, seed: int) -> Measurement:
     """Measure one size in a fresh interpreter."""
     cmd = [sys.executable, "-m", "bench.measure", "--hosts", str(hosts), "--duration", str(duration_s),
-           "--seed", str(seed)] + (["--gc-paused"] if gc_paused else [])
+           "--seed", str(seed)]
     out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
     data = json.loads(out.strip().splitlines()[-1])
     return Measurement(**data)
@@ -141,9 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, required=True)
     parser.add_argument("--duration", type=float, default=3600.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--gc-paused", action="store_true")
     args = parser.parse_args(argv)
-    m = measure_here(args.hosts, args.duration, args.seed, args.gc_paused)
+    m = measure_here(args.hosts, args.duration, args.seed)
     print(json.dumps(asdict(m)))
     return 0
 

@@ -4,6 +4,7 @@
     python -m bench.run reference     1,000 hosts, 20,000 VMs, one simulated hour of faults
     python -m bench.run scale         the same workload at 100, 300, 1,000 and 3,000 hosts
     python -m bench.run profile       where the time of one run goes (cProfile)
+    python -m bench.run memory        what holds the memory of one run (tracemalloc)
     python -m bench.run all --docs docs/benchmarks.md   all of them, and the report
 
 ``--quick`` runs each at a tiny size (for the smoke test); its figures mean nothing.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import linecache
 import math
 import os
 import platform
@@ -102,10 +104,7 @@ MEASURE_HEAD = ["hosts", "VMs", "wall s", "CPU s", "peak RSS MiB", "deliveries",
                 "HA starts", "violations"]
 
 
-def bench_reference(quick: bool, hosts: int | None, duration_s: float | None, seed: int,
-                    gc_paused: bool) -> Section:
-    """The reference run as the simulator is, then (unless ``gc_paused`` asks for that run
-    alone) with the cyclic collector paused while it builds and runs, as proposed."""
+def bench_reference(quick: bool, hosts: int | None, duration_s: float | None, seed: int) -> Section:
     hosts = hosts or (QUICK_HOSTS if quick else REFERENCE_HOSTS)
     duration_s = duration_s or (QUICK_DURATION_S if quick else 3600.0)
     args = ["reference"] + (["--quick"] if quick else [])
@@ -115,15 +114,8 @@ def bench_reference(quick: bool, hosts: int | None, duration_s: float | None, se
         args += ["--duration", f"{duration_s:g}"]
     if seed != 1:
         args += ["--seed", str(seed)]
-    if gc_paused:
-        args.append("--gc-paused")
-    m = run_child(hosts, duration_s, seed, gc_paused)
-    compare = not gc_paused and m.collector_on_in_run  # the simulator does not pause it itself
-    table = [["run"] + MEASURE_HEAD, [("collector paused" if gc_paused else "as is")]
-             + _measure_row(m)]
-    if compare:
-        paused = run_child(hosts, duration_s, seed, gc_paused=True)
-        table.append(["collector paused (proposed)"] + _measure_row(paused))
+    m = run_child(hosts, duration_s, seed)
+    table = [MEASURE_HEAD, _measure_row(m)]
     wall_ok, rss_ok = m.wall_s <= WALL_TARGET_S, m.peak_rss_mib <= RSS_TARGET_MIB
     ok = wall_ok and rss_ok and m.violations == 0
     notes = [
@@ -134,19 +126,11 @@ def bench_reference(quick: bool, hosts: int | None, duration_s: float | None, se
         f"held {m.rss_start_mib:.0f} MiB before it.",
         f"Targets: wall at most {WALL_TARGET_S:g} s: **{verdict(wall_ok)}**; peak memory at most "
         f"{RSS_TARGET_MIB / 1024:g} GiB: **{verdict(rss_ok)}**; no checker violation: "
-        f"**{verdict(m.violations == 0)}**" + (" (collector paused)." if gc_paused
-                                                else " (as is)."),
+        f"**{verdict(m.violations == 0)}**.",
+        "`Simulation.run` keeps Python's cyclic garbage collector paused while it builds and runs "
+        "the cluster (`sim.runtime.collector_paused`): a run makes no cyclic garbage, and full "
+        "collections over the live cluster would cost about 40% of the time.",
     ]
-    if not m.collector_on_in_run:
-        notes.append("`Simulation.run` keeps Python's cyclic garbage collector paused while it builds "
-                     "and runs the cluster (`sim.runtime.collector_paused`): a run makes no cyclic "
-                     "garbage, and full collections over the live cluster would cost about 40% of "
-                     "the time.")
-    if compare:
-        notes.append("The second row is the same run with Python's cyclic garbage collector paused "
-                     "while the cluster is built and run (`sim.runtime.collector_paused`, a change "
-                     "proposed for `Simulation.run` in `sim/runner.py`); its messages and results are "
-                     "identical.")
     return Section("Reference datacenter" + (" (quick)" if quick else ""), command(args), table, notes, ok)
 
 
@@ -160,7 +144,7 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
 
 
 def bench_scale(quick: bool, sizes: Sequence[int] | None, duration_s: float | None, seed: int,
-                gc_paused: bool, progress: Callable[[str], None]) -> Section:
+                progress: Callable[[str], None]) -> Section:
     sizes = tuple(sizes or (QUICK_SIZES if quick else SCALE_SIZES))
     duration_s = duration_s or (QUICK_DURATION_S if quick else 3600.0)
     args = ["scale"] + (["--quick"] if quick else [])
@@ -170,12 +154,10 @@ def bench_scale(quick: bool, sizes: Sequence[int] | None, duration_s: float | No
         args += ["--duration", f"{duration_s:g}"]
     if seed != 1:
         args += ["--seed", str(seed)]
-    if gc_paused:
-        args.append("--gc-paused")
     runs = []
     for hosts in sizes:
         progress(f"scale: {hosts} hosts ...")
-        runs.append(run_child(hosts, duration_s, seed, gc_paused))
+        runs.append(run_child(hosts, duration_s, seed))
     table = [MEASURE_HEAD + ["us/delivery"]]
     table += [_measure_row(m) + [f"{1e6 * m.wall_s / max(m.messages, 1):.2f}"] for m in runs]
     hosts = [m.hosts for m in runs]
@@ -188,8 +170,7 @@ def bench_scale(quick: bool, sizes: Sequence[int] | None, duration_s: float | No
     notes = [
         f"Log-log slopes over the sizes (1.0 = linear): wall {s_wall:.2f}, CPU {s_cpu:.2f}, "
         f"deliveries {s_msg:.2f}, peak RSS {s_rss:.2f} (above the interpreter's start: {s_sim:.2f}). "
-        f"Target: cost slope at most {SLOPE_TARGET}: **{verdict(ok)}**." +
-        (" (collector paused, as proposed)" if gc_paused else ""),
+        f"Target: cost slope at most {SLOPE_TARGET}: **{verdict(ok)}**.",
         f"Every size: 100 hosts per cluster, 20 VMs per host, {span(duration_s)} simulated, "
         "1% of hosts losing power, 0.5% of VMs crashing, 3 partitions per 1,000 hosts per hour; each "
         "size in a fresh process.",
@@ -197,30 +178,28 @@ def bench_scale(quick: bool, sizes: Sequence[int] | None, duration_s: float | No
     return Section("Scale curve" + (" (quick)" if quick else ""), command(args), table, notes, ok)
 
 
-def bench_profile(quick: bool, hosts: int | None, duration_s: float | None, top: int,
-                  gc_paused: bool = False) -> Section:
-    from bench.measure import pause_collector
-    from bench.workload import Workload
-    from sim.runner import Simulation
-
-    hosts = hosts or (QUICK_HOSTS if quick else 300)
-    duration_s = duration_s or (QUICK_DURATION_S if quick else 3600.0)
-    args = ["profile"] + (["--quick"] if quick else [])
+def _profile_args(name: str, quick: bool, hosts: int, duration_s: float, top: int) -> list[str]:
+    args = [name] + (["--quick"] if quick else [])
     if hosts != (QUICK_HOSTS if quick else 300):
         args += ["--hosts", str(hosts)]
     if duration_s != (QUICK_DURATION_S if quick else 3600.0):
         args += ["--duration", f"{duration_s:g}"]
     if top != 25:
         args += ["--top", str(top)]
-    if gc_paused:
-        args.append("--gc-paused")
+    return args
+
+
+def bench_profile(quick: bool, hosts: int | None, duration_s: float | None, top: int) -> Section:
+    from bench.workload import Workload
+    from sim.runner import Simulation
+
+    hosts = hosts or (QUICK_HOSTS if quick else 300)
+    duration_s = duration_s or (QUICK_DURATION_S if quick else 3600.0)
+    args = _profile_args("profile", quick, hosts, duration_s, top)
     scenario = Workload(hosts=hosts, duration_s=duration_s).scenario()
     profiler = cProfile.Profile()
     profiler.enable()
-    sim = Simulation(scenario)
-    if gc_paused:
-        pause_collector(sim)
-    sim.run()
+    Simulation(scenario).run()
     profiler.disable()
     stats = pstats.Stats(profiler, stream=io.StringIO())
     total = stats.total_tt  # type: ignore[attr-defined]
@@ -231,9 +210,46 @@ def bench_profile(quick: bool, hosts: int | None, duration_s: float | None, top:
         rows.append([f"`{where}`", f"{calls:,}", f"{own:.2f}", f"{100 * own / total:.1f}", f"{cum:.2f}"])
     notes = [f"{hosts} hosts, {span(duration_s)} simulated, under cProfile (which slows the run "
              f"about 2.5x): {total:.1f} s in all. Sorted by time spent in the function itself, which "
-             "includes the collector's pauses that its allocations set off"
-             + (" (collector paused here, as proposed)." if gc_paused else ".")]
+             "includes the collector's pauses that its allocations set off."]
     return Section("Where the time goes", command(args), rows, notes)
+
+
+def bench_memory(quick: bool, hosts: int | None, duration_s: float | None, top: int) -> Section:
+    """What holds the memory at the end of a run, by the line that allocated it."""
+    import tracemalloc
+
+    from bench.workload import Workload
+    from sim.runner import Simulation
+
+    hosts = hosts or (QUICK_HOSTS if quick else 300)
+    duration_s = duration_s or (QUICK_DURATION_S if quick else 3600.0)
+    args = _profile_args("memory", quick, hosts, duration_s, top)
+    scenario = Workload(hosts=hosts, duration_s=duration_s).scenario()
+    tracemalloc.start()
+    try:
+        sim = Simulation(scenario)
+        sim.run()
+        snapshot = tracemalloc.take_snapshot()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    own = snapshot.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    stats = own.statistics("lineno")
+    total = sum(s.size for s in stats)
+    vms = len(scenario.vms)
+    rows = [["allocated at", "code", "blocks", "MiB", "share", "bytes per VM"]]
+    for stat in stats[:top]:
+        frame = stat.traceback[0]
+        where = _short(frame.filename, frame.lineno, "").removesuffix("()")
+        code = linecache.getline(frame.filename, frame.lineno).strip().replace("|", "\\|")
+        code = code if len(code) <= 60 else code[:57] + "..."
+        rows.append([f"`{where}`", f"`{code}`" if code else "", f"{stat.count:,}", f"{stat.size / 2**20:.2f}",
+                     f"{100 * stat.size / total:.1f}%", f"{stat.size / vms:,.0f}"])
+    notes = [f"{hosts} hosts, {vms:,} VMs, {span(duration_s)} simulated, under tracemalloc: "
+             f"{total / 2**20:.1f} MiB held by the simulation at its end ({total / vms:,.0f} bytes per "
+             f"VM), {peak / 2**20:.1f} MiB at its peak. Memory that is held is memory the processor's "
+             "caches must cover: the cost per delivery rises with it (see the scale curve)."]
+    return Section("Where the memory goes", command(args), rows, notes)
 
 
 def _short(path: str, line: int, name: str) -> str:
@@ -293,17 +309,20 @@ and timer an actor received.
 NOTES = """## Reading the figures
 
 - Deliveries grow exactly linearly with the cluster (slope 1.00): the model does no more work
-  per host in a larger datacenter, and no step of the runtime or the network model scans all
-  hosts or all VMs per event (the HA manager's one such step, a `Kick` to every waiting VM on
-  each release of capacity, costs little here). What grows is the cost of each delivery: a
-  larger cluster is a larger working set (about 7 KiB per VM) that misses the processor's
-  caches more often, and a deeper event queue (a few percent). The "us/delivery" column shows
-  it; no function's share of the profile grows markedly with the cluster.
-- More than nine deliveries in ten are two periodic streams. Each host's storage heartbeat
-  is a timer, a write and its acknowledgement every `ha.host.selfFencer.interval` (5 s): 0.6
-  per host per second. The NeverStop scan sends `Scan` to every VM every
-  `ha.neverStopVm.scan.interval` (60 s): 0.33 per host per second at 20 VMs per host, although
-  only Stopped and Unknown VMs act on it. Pings add 0.03 per host per second.
+  per host in a larger datacenter, and no step of the runtime, the network model or the HA
+  manager scans all hosts or all VMs per event. The event queue stays short (a few hundred
+  entries: one timer per actor that waits, and the messages in flight), so its log factor
+  does not grow either.
+- What grows is the cost of each delivery (the "us/delivery" column): a larger cluster is a
+  larger working set that misses the processor's caches more often. So memory per VM is
+  speed: "Where the memory goes" lists what holds it. Each actor's random generator (2.5 KiB
+  of Mersenne Twister state) used to be made with the actor and was 43% of all memory; it is
+  now made on first use, which cut memory by 40% and the slope from 1.08 on a quiet machine
+  and 1.22 on a busy one to 1.06 on both.
+- Nine deliveries in ten are the storage heartbeat: per host, a timer, a write and its
+  acknowledgement every `ha.host.selfFencer.interval` (5 s), 0.6 per host per second. Pings
+  are most of the rest: a tick, the ping, the pong and a timeout every `host.ping.interval`
+  (60 s), 0.07 per host per second. The NeverStop scan reaches only Stopped and Unknown VMs.
 - Wall times depend on what else the machine runs (see the load average above); CPU times
   vary less. The overhead ratio compares two loops in one process, best of several runs.
 """
@@ -322,15 +341,13 @@ def write_docs(path: Path, sections: Sequence[Section], machine_lines: Sequence[
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["overhead", "reference", "scale", "profile", "all"])
+    parser.add_argument("what", choices=["overhead", "reference", "scale", "profile", "memory", "all"])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
-    parser.add_argument("--hosts", type=int, help="reference/profile: number of hosts")
+    parser.add_argument("--hosts", type=int, help="reference/profile/memory: number of hosts")
     parser.add_argument("--sizes", help="scale: comma-separated host counts")
     parser.add_argument("--duration", type=float, help="simulated seconds (default one hour)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--top", type=int, default=25, help="profile: entries to show")
-    parser.add_argument("--gc-paused", action="store_true",
-                        help="pause the cyclic collector during build and run (the proposed change)")
+    parser.add_argument("--top", type=int, default=25, help="profile/memory: entries to show")
     parser.add_argument("--docs", type=Path, help="all: write the report to this file")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
@@ -341,12 +358,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine_lines = machine()
     jobs: list[tuple[str, Callable[[], Section]]] = [
         ("overhead", lambda: bench_overhead(args.quick)),
-        ("reference", lambda: bench_reference(args.quick, args.hosts, args.duration, args.seed,
-                                              args.gc_paused)),
-        ("scale", lambda: bench_scale(args.quick, sizes, args.duration, args.seed, args.gc_paused,
-                                      progress)),
+        ("reference", lambda: bench_reference(args.quick, args.hosts, args.duration, args.seed)),
+        ("scale", lambda: bench_scale(args.quick, sizes, args.duration, args.seed, progress)),
         ("profile", lambda: bench_profile(args.quick, args.hosts if args.what == "profile" else None,
-                                          args.duration, args.top, args.gc_paused)),
+                                          args.duration, args.top)),
+        ("memory", lambda: bench_memory(args.quick, args.hosts if args.what == "memory" else None,
+                                        args.duration, args.top)),
     ]
     sections = []
     for name, job in jobs:

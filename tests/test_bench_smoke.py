@@ -48,7 +48,8 @@ def test_all_quick_prints_every_table_and_writes_the_report(tmp_path: Path,
     out = capsys.readouterr().out
     text = docs.read_text()
     sections = [("Runtime overhead", "overhead --quick"), ("Reference datacenter", "reference --quick"),
-                ("Scale curve", "scale --quick"), ("Where the time goes", "profile --quick")]
+                ("Scale curve", "scale --quick"), ("Where the time goes", "profile --quick"),
+                ("Where the memory goes", "memory --quick")]
     for title, cmd in sections:
         assert title in out and title in text
         assert f"python -m bench.run {cmd}" in out and f"python -m bench.run {cmd}" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from itertools import count
+from random import Random
 
 import pytest
 from fakes import FakeContext
@@ -998,3 +999,19 @@ def test_the_vm_tells_the_manager_when_a_scan_can_make_it_act() -> None:
     place = ctx.take_one(PlaceRequest)
     vm.receive(ctx, PlaceReply("vm1", place.req, "h1"))
     assert ctx.scannable == [Scannable("vm1", True), Scannable("vm1", False)]  # -> Starting
+
+
+def test_request_ids_start_at_a_random_point_drawn_at_the_first_operation() -> None:
+    """Agents remember answered (sender, req) pairs, so a restarted VM actor must not reuse
+    its previous incarnation's ids; the draw waits for the first operation, because most
+    VMs never operate and a generator is made on first use."""
+    vm, ctx = make(state=STOPPED)
+    assert vm.req == 0  # nothing drawn at start
+    vm.receive(ctx, UserStartVm("vm1"))
+    place = ctx.take_one(PlaceRequest, to="manager")
+    assert place.req == Random(0).randrange(1, 1 << 40) + 1  # FakeContext draws from Random(0)
+    other = VmActor(VmInit(SHARED, HaLevel.NEVER_STOP, STOPPED, "h1"), DEFAULT)
+    other_ctx = FakeContext(address=ME, random=Random(1))  # the same VM, a later incarnation
+    other.on_start(other_ctx)
+    other.receive(other_ctx, UserStartVm("vm1"))
+    assert other_ctx.take_one(PlaceRequest, to="manager").req != place.req
