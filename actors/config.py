@@ -26,6 +26,10 @@ class HaConfig:
     self_fencer_interval_s: float = 5.0
     self_fencer_max_attempts: int = 6
     self_fencer_storage_timeout_s: float = 5.0
+    # Not a ZStack key: the host's watchdog resets it after this many heartbeat intervals
+    # without a pet from its agent (see actors.context.WatchdogPort). At least 2, so that
+    # a tick that comes a little late does not reset a healthy host.
+    self_fencer_watchdog_intervals: int = 3
     scan_interval_s: float = 60.0
     retry_delay_s: float = 60.0
     retry_max_interval_s: float = 300.0
@@ -45,6 +49,11 @@ class HaConfig:
         if name is None:
             raise ConfigError(f"unknown HA key {key!r} (known: {', '.join(sorted(KEY_TO_FIELD))})")
         return replace(self, **{name: coerce(key, name, value)}, revision=self.revision + 1)
+
+    @property
+    def watchdog_timeout_s(self) -> float:
+        """How long a host's watchdog waits for the next pet before it resets the host."""
+        return self.self_fencer_interval_s * self.self_fencer_watchdog_intervals
 
     def as_keys(self) -> dict[str, Any]:
         """The config as ZStack key -> value (durations in seconds)."""
@@ -70,6 +79,7 @@ KEY_TO_FIELD: dict[str, str] = {
     "ha.host.selfFencer.interval": "self_fencer_interval_s",
     "ha.host.selfFencer.maxAttempts": "self_fencer_max_attempts",
     "ha.host.selfFencer.storageChecker.timeout": "self_fencer_storage_timeout_s",
+    "ha.host.selfFencer.watchdog.intervals": "self_fencer_watchdog_intervals",
     "ha.neverStopVm.scan.interval": "scan_interval_s",
     "ha.neverStopVm.retry.delay": "retry_delay_s",
     "ha.neverStopVm.gc.maxRetryIntervalTime": "retry_max_interval_s",
@@ -100,8 +110,9 @@ def coerce(key: str, field: str, value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key} must be a number, not {value!r}")
     if kind == "int":
-        if value != int(value) or value < 1:
-            raise ConfigError(f"{key} must be a whole number of at least 1, not {value!r}")
+        least = 2 if field == "self_fencer_watchdog_intervals" else 1
+        if value != int(value) or value < least:
+            raise ConfigError(f"{key} must be a whole number of at least {least}, not {value!r}")
         return int(value)
     if field in ("host_check_success_ratio", "clock_drift_max"):
         if not 0 <= value <= 1:

@@ -47,6 +47,25 @@ class HypervisorPort(Protocol):
         ...
 
 
+class WatchdogPort(Protocol):
+    """A host's dead-man switch, outside the agent: once armed, it resets the host (every
+    guest dies) unless petted again within the timeout.
+
+    It keeps the self-fencer's promise when the agent itself dies or hangs: a fencer that
+    lives in the agent's process dies with it, while the host and its guests run on and
+    the manager, seeing the heartbeat stop, takes the guests for fenced. The agent pets
+    it on every heartbeat tick while self-fencing is on.
+    """
+
+    def pet(self, timeout_s: float) -> None:
+        """Arm, or re-arm: reset the host unless petted again within ``timeout_s``."""
+        ...
+
+    def disarm(self) -> None:
+        """Stand down: self-fencing is off, nothing will pet any more."""
+        ...
+
+
 class Context(Protocol):
     """What a behaviour may do. One context per actor."""
 
@@ -63,6 +82,12 @@ class Context(Protocol):
     @property
     def hypervisor(self) -> HypervisorPort | None:
         """The local hypervisor, for actors that live on a compute host; else None."""
+        ...
+
+    @property
+    def watchdog(self) -> WatchdogPort | None:
+        """The host's watchdog, for the agent of a compute host; None where there is none
+        (a host without one never claims that its guests are self-fenced)."""
         ...
 
     def now(self) -> float:

@@ -1,5 +1,6 @@
 """The agent on every compute host: guest operations, liveness answers, probes of
-peers, and the storage heartbeat with its self-fencer.
+peers, and the storage heartbeat with its self-fencer and the watchdog that stands in for
+the fencer if the agent itself dies.
 
 It holds no HA intent: that lives with the manager. A host that restarts starts this
 behaviour afresh; what it knows about guests comes from its hypervisor.
@@ -85,6 +86,7 @@ class HostAgent(Behaviour):
         self.hb_seq = 0
         self.hb_pending: dict[str, dict[int, float]] = {}  # pool -> seq -> sent at, in flight
         self.hb_failed: dict[str, int] = {}  # pool -> writes in a row not acked in time
+        self.hb_acked: set[str] = set()  # pools that acked a write in time in this incarnation
         self.checks: dict[int, _PendingCheck] = {}
         self.next_check = 0
         self.ops: dict[int, _PendingOp] = {}
@@ -109,7 +111,7 @@ class HostAgent(Behaviour):
         if isinstance(msg, Ping):
             hv = self._hv(ctx)
             ctx.send(MANAGER, Pong(self.name, msg.seq, tuple(sorted(hv.running())),
-                                   self._pools_ok(ctx), self.config.revision, hv.answering()))
+                                   self._pools_ok(), self.config.revision, hv.answering()))
         elif isinstance(msg, _HeartbeatTick):
             if msg.epoch == self.epoch:
                 self._heartbeat(ctx)
@@ -118,6 +120,13 @@ class HostAgent(Behaviour):
             if sent_at is not None:
                 if ctx.now() - sent_at <= self.config.self_fencer_storage_timeout_s:
                     self.hb_failed[msg.pool] = 0
+                    if msg.pool not in self.hb_acked:
+                        self.hb_acked.add(msg.pool)
+                        if self_fencing_on(self.config):
+                            # A restarted agent takes the watchdog over as soon as it may,
+                            # not a heartbeat interval later: its predecessor's last pet
+                            # may be running out.
+                            self._pet_watchdog(ctx)
                 else:
                     self.hb_failed[msg.pool] += 1  # acknowledged too late: a failed write
         elif isinstance(msg, (StartVm, StopVm, MigrateVm, QueryVm)):
@@ -142,6 +151,8 @@ class HostAgent(Behaviour):
             self._finish_check(ctx, msg.req)
         elif isinstance(msg, ConfigPush):
             self.config = msg.config
+            if not self_fencing_on(self.config) and ctx.watchdog is not None:
+                ctx.watchdog.disarm()
             ctx.publish(msg)  # the runtime may record which config each host applied
         elif isinstance(msg, FailureAck):
             report = self.unacked.get(msg.vm)
@@ -161,21 +172,40 @@ class HostAgent(Behaviour):
 
     def _heartbeat(self, ctx: Context) -> None:
         """One heartbeat round: count writes whose timeout passed unacknowledged, fence
-        after ``maxAttempts`` of them in a row, then write again."""
+        after ``maxAttempts`` of them in a row, pet the watchdog, then write again."""
         now = ctx.now()
         timeout_s = self.config.self_fencer_storage_timeout_s
+        fencing = self_fencing_on(self.config)
         for pool in self.shared_pools:
             pending = self.hb_pending.setdefault(pool, {})
             for seq in [q for q, sent in pending.items() if now - sent > timeout_s]:
                 del pending[seq]  # too late to count: at most timeout / interval entries
                 self.hb_failed[pool] += 1
-            if not self._pool_fresh(pool) and self_fencing_on(self.config):
+            if fencing and not self._pool_fresh(pool):
                 self._fence(ctx, pool)
+        armed = self.config.revision if fencing and self._pet_watchdog(ctx) else None
+        for pool in self.shared_pools:
             self.hb_seq += 1
-            pending[self.hb_seq] = now
-            armed = self.config.revision if self_fencing_on(self.config) else None
+            self.hb_pending[pool][self.hb_seq] = now
             ctx.send(pool_addr(pool), HeartbeatWrite(self.name, self.hb_seq, armed), Network.STORAGE)
         ctx.set_timer(self.config.self_fencer_interval_s, _HeartbeatTick(self.epoch))
+
+    def _pet_watchdog(self, ctx: Context) -> bool:
+        """Pet the watchdog if this incarnation may: whether the host's guests are now
+        covered if the agent dies, which the heartbeat then claims (``armed``).
+
+        Not before every pool has acknowledged a write of this incarnation, or been fenced:
+        an agent that restarts while its storage is cut off knows nothing of its previous
+        incarnation's last write, and a pet would push the reset that this incarnation's
+        predecessor armed past the deadline the manager counts from that write.
+        """
+        watchdog = ctx.watchdog
+        if watchdog is None:
+            return False
+        if any(p not in self.hb_acked and self._pool_fresh(p) for p in self.shared_pools):
+            return False
+        watchdog.pet(self.config.watchdog_timeout_s)
+        return True
 
     def _fence(self, ctx: Context, pool: str) -> None:
         """Kill every guest whose disk is on ``pool``, and void any start on it still in
@@ -195,7 +225,7 @@ class HostAgent(Behaviour):
     def _pool_fresh(self, pool: str) -> bool:
         return self.hb_failed[pool] < self.config.self_fencer_max_attempts
 
-    def _pools_ok(self, ctx: Context) -> tuple[str, ...]:
+    def _pools_ok(self) -> tuple[str, ...]:
         return tuple(p for p in self.shared_pools if self._pool_fresh(p))
 
     # -- guest operations ----------------------------------------------------------------------
@@ -258,7 +288,7 @@ class HostAgent(Behaviour):
                 return ""
             if msg.cause == "ha" and not self.config.enable:
                 return "HA is switched off"
-            if msg.vm.pool_shared and msg.vm.pool not in self._pools_ok(ctx):
+            if msg.vm.pool_shared and msg.vm.pool not in self._pools_ok():
                 return f"storage pool {msg.vm.pool} is not reachable from {self.name}"
         elif isinstance(msg, StopVm):
             return "" if not running else None

@@ -46,7 +46,7 @@ from thespian.actors import (
     WatchMessage,
 )
 
-from actors.context import Behaviour, HypervisorPort
+from actors.context import Behaviour, HypervisorPort, WatchdogPort
 from actors.states import Network
 from real.bridge import Mailbox
 
@@ -130,14 +130,15 @@ def node_of(address: str) -> str:
 
 
 class Cell:
-    __slots__ = ("address", "behaviour", "ctx", "incarnation", "hypervisor", "alive")
+    __slots__ = ("address", "behaviour", "ctx", "incarnation", "hypervisor", "watchdog", "alive")
 
     def __init__(self, address: str, behaviour: Behaviour, incarnation: int,
-                 hypervisor: HypervisorPort | None) -> None:
+                 hypervisor: HypervisorPort | None, watchdog: WatchdogPort | None = None) -> None:
         self.address = address
         self.behaviour = behaviour
         self.incarnation = incarnation
         self.hypervisor = hypervisor
+        self.watchdog = watchdog
         self.alive = True
         self.ctx: ShellContext
 
@@ -163,6 +164,10 @@ class ShellContext:
     @property
     def hypervisor(self) -> HypervisorPort | None:
         return self._cell.hypervisor
+
+    @property
+    def watchdog(self) -> WatchdogPort | None:
+        return self._cell.watchdog
 
     def now(self) -> float:
         return time.monotonic()
@@ -294,13 +299,16 @@ class NodeShell(Actor):  # type: ignore[misc]
 
     # -- behaviours ------------------------------------------------------------------------------
 
-    def spawn(self, address: str, behaviour: Behaviour, hypervisor: HypervisorPort | None = None) -> Cell:
+    def spawn(self, address: str, behaviour: Behaviour, hypervisor: HypervisorPort | None = None,
+              watchdog: WatchdogPort | None = None) -> Cell:
+        """Start ``behaviour`` at ``address`` (replacing a previous incarnation) with this
+        node's devices: a compute host's hypervisor and watchdog go to its agent only."""
         old = self.cells.get(address)
         if old is not None:
             old.alive = False
         incarnation = self.incarnations.get(address, -1) + 1
         self.incarnations[address] = incarnation
-        cell = Cell(address, behaviour, incarnation, hypervisor)
+        cell = Cell(address, behaviour, incarnation, hypervisor, watchdog)
         seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8), "big")
         cell.ctx = ShellContext(self, cell, Random(f"{seed}:{address}#{incarnation}"))
         self.cells[address] = cell

@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "fuzz", help="randomized fault campaigns with every checker on",
         description="For each seed: a random cluster and fault schedule (power loss, partitions, "
-        "one-way links, storage loss, lossy links, clock drift, libvirt hangs, manager crashes, "
+        "one-way links, storage loss, lossy links, clock drift, libvirt hangs, manager crashes, host "
         "maintenance, user actions, overlapping), every checker on; after all faults heal, every "
         "NeverStop VM that fits must run again, once, within the stated bound. A failing seed is "
         "shrunk and written as a scenario file. Exit 0 only when there is no finding at all.")

@@ -62,7 +62,7 @@ def _ip(base: int, index: int) -> str:
 
 def generate_cluster(rng: random.Random, hosts: int, clusters: int = 1, vms_per_host: float = 4.0,
                      neverstop_share: float = 0.5, local_share: float = 0.5, fill: float = 0.6,
-                     power_controller_share: float = 1.0) -> Cluster:
+                     power_controller_share: float = 1.0, watchdog_share: float = 1.0) -> Cluster:
     """A datacenter of ``hosts`` hosts in ``clusters`` clusters with about ``vms_per_host``
     running VMs per host. Raises ValueError when the VMs cannot fit within ``fill``."""
     if hosts < 1 or clusters < 1 or clusters > hosts:
@@ -83,6 +83,9 @@ def generate_cluster(rng: random.Random, hosts: int, clusters: int = 1, vms_per_
             name=name, cpu=cpu, memory_mib=mem, storage=(nfs[c], local), cluster=cluster_names[c],
             ip=_ip(10, i + 1), networks=ALL_NETWORKS,
             power_controller=rng.random() < power_controller_share,
+            # Drawn only when some hosts lack one, so that a share of 1 keeps every
+            # generated datacenter of earlier versions the same.
+            watchdog=watchdog_share >= 1.0 or rng.random() < watchdog_share,
         ))
     budget_cpu = [int(h.cpu * fill) for h in host_specs]
     budget_mem = [int(h.memory_mib * fill) for h in host_specs]

@@ -30,8 +30,9 @@ OUTAGE_S = (5.0, 300.0)
 FAULT_KINDS: dict[str, float] = {  # kind -> weight in the schedule
     "power": 3.0, "partition": 3.0, "one-way": 1.5, "storage": 2.0, "lossy-link": 2.0,
     "clock-drift": 1.0, "libvirt-hang": 1.5, "manager-crash": 1.0, "maintenance": 1.5,
-    "vm-crash": 3.0, "user": 2.0, "ha-switch": 0.5,
+    "vm-crash": 3.0, "user": 2.0, "ha-switch": 0.5, "agent-crash": 2.0,
 }
+AGENT_QUICK_RESTART_S = (0.5, 20.0)  # a service manager's restart, around the watchdog timeout
 
 
 def liveness_bound_s(config: HaConfig) -> float:
@@ -75,7 +76,8 @@ def _cluster(rng: Random, size: str) -> Cluster:
     hosts, clusters = (rng.randint(3, 5), 1) if size == "small" else (rng.randint(8, 16), 2)
     return generate_cluster(rng, hosts, clusters, vms_per_host=rng.uniform(1.5, 4.0),
                             neverstop_share=0.7, local_share=0.35, fill=rng.uniform(0.3, 0.9),
-                            power_controller_share=rng.choice((1.0, 1.0, 0.5, 0.0)))
+                            power_controller_share=rng.choice((1.0, 1.0, 0.5, 0.0)),
+                            watchdog_share=rng.choice((1.0, 1.0, 0.5)))
 
 
 def _window(rng: Random) -> tuple[float, float]:
@@ -114,6 +116,10 @@ def fuzz_schedule(rng: Random, cluster: Cluster, count: int) -> list[EventSpec]:
             events.append(EventSpec(a, "clock-drift", host, {"rate": round(rng.uniform(0.99, 1.01), 4)}))
         elif kind == "libvirt-hang":
             events += [EventSpec(a, "libvirt-hang", host), EventSpec(b, "libvirt-resume", host)]
+        elif kind == "agent-crash":
+            if rng.random() < 0.5:  # restarted at once by its service manager, or much later
+                b = round(min(HEAL_S, a + rng.uniform(*AGENT_QUICK_RESTART_S)), 3)
+            events += [EventSpec(a, "agent-crash", host), EventSpec(b, "agent-restart", host)]
         elif kind == "manager-crash":
             events += [EventSpec(a, "manager-crash"), EventSpec(min(b, a + 120.0), "manager-restart")]
         elif kind == "maintenance":

@@ -58,8 +58,8 @@ from actors.states import HaLevel, Network, VmState
 from sim.result import FaultMark, Run, RunResult, Transition
 from sim.spec import EventSpec, Scenario
 
-HOST_FAULTS = frozenset({"power-off", "network-down", "storage-down"})
-HOST_REPAIRS = frozenset({"power-on", "network-up", "storage-up"})
+HOST_FAULTS = frozenset({"power-off", "network-down", "storage-down", "agent-crash"})
+HOST_REPAIRS = frozenset({"power-on", "network-up", "storage-up", "agent-restart"})
 VM_FAULTS = frozenset({"vm-crash"})
 USER_INCIDENTS = frozenset({"set-ha"})
 INCIDENT_ACTIONS = HOST_FAULTS | VM_FAULTS | USER_INCIDENTS

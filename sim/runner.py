@@ -35,7 +35,7 @@ from actors.messages import (
 )
 from actors.states import HaLevel, Network, VmState
 from actors.storage_pool import StoragePool
-from sim.devices import PowerController
+from sim.devices import PowerController, Watchdog
 from sim.expect import evaluate, final_views
 from sim.hypervisor import SimHypervisor
 from sim.network import Link, NetworkModel
@@ -124,6 +124,8 @@ class Simulation:
             ha_enable=self.config.enable,
         )
         self.hypervisors: dict[str, SimHypervisor] = {}
+        self.watchdogs: dict[str, Watchdog] = {}  # hosts that have one
+        self.agent_down: set[str] = set()  # hosts whose agent crashed and did not restart yet
         self.pool_shared = {p.name: p.shared for p in self.inventory.pools}
         self.transitions: list[Transition] = []
         self.last_state: dict[str, str] = {}
@@ -151,12 +153,15 @@ class Simulation:
             if pool.shared:
                 net.attach(pool_node(pool.name), [Network.STORAGE], link)
                 self.runtime.spawn(pool_addr(pool.name), pool_node(pool.name), StoragePool(pool.name))
+        with_watchdog = {h.name for h in self.scenario.hosts if h.watchdog}
         for host in self.inventory.hosts:
             net.attach(host.name, host.networks, link)
             self._drift_clock(host.name)
             hv = SimHypervisor(host.name, self.runtime, self.truth,
                                seeded(self.scenario.seed, f"hv:{host.name}"), self.hypervisors)
             self.hypervisors[host.name] = hv
+            if host.name in with_watchdog:
+                self.watchdogs[host.name] = Watchdog(host.name, self.runtime, self._watchdog_reset)
             if host.power_controller:
                 net.attach(bmc_node(host.name), [Network.MANAGEMENT], link)
                 self.runtime.spawn(bmc_addr(host.name), bmc_node(host.name), PowerController(hv))
@@ -181,7 +186,41 @@ class Simulation:
 
     def _boot_agent(self, host: str) -> None:
         agent = HostAgent(host, self._shared_pools(host), self.config)
-        self.runtime.spawn(host_addr(host), host, agent, self.hypervisors[host])
+        self.runtime.spawn(host_addr(host), host, agent, self.hypervisors[host], self.watchdogs.get(host))
+
+    def _power_off(self, host: str) -> None:
+        self.hypervisors[host].power_off()
+        self.runtime.kill_node(host)
+        self.agent_down.discard(host)  # a boot brings the agent back
+        watchdog = self.watchdogs.get(host)
+        if watchdog is not None:
+            watchdog.power_lost()
+
+    def _power_on(self, host: str) -> None:
+        """Power comes back; the agent runs once the host has booted (unless power went
+        again meanwhile)."""
+        hv = self.hypervisors[host]
+        if hv.powered:
+            return
+        hv.power_on()
+        epoch = hv.power_epoch
+
+        def booted(_: Any) -> None:
+            if hv.powered and hv.power_epoch == epoch:
+                self._boot_agent(host)
+
+        self.env.timeout(HOST_BOOT_S).callbacks.append(booted)
+
+    def _watchdog_reset(self, host: str) -> None:
+        """The host's watchdog fired: a hardware reset, so every guest dies at once, and
+        the host boots again. It is marked in the run like a fault, for plots and logs."""
+        now = float(self.env.now)
+        self.faults.append(FaultMark(now, "watchdog-reset", host))
+        self.runtime.log(host_addr(host), f"{host}: watchdog reset: its agent stopped petting it")
+        for vm in sorted(self.hypervisors[host].guests):
+            self.truth.fenced(now, vm, host)  # a host told that HA is off has disarmed it
+        self._power_off(host)
+        self._power_on(host)
 
     def _published(self, now: float, address: str, event: object) -> None:
         if isinstance(event, ConfigPush):
@@ -222,19 +261,16 @@ class Simulation:
         action, target, args = event.action, event.target or "", event.args
         now = float(self.env.now)
         if action == "power-off":
-            self.hypervisors[target].power_off()
-            self.runtime.kill_node(target)
+            self._power_off(target)
         elif action == "power-on":
-            hv = self.hypervisors[target]
-            if not hv.powered:
-                hv.power_on()
-                epoch = hv.power_epoch
-
-                def booted(_: Any) -> None:
-                    if hv.powered and hv.power_epoch == epoch:
-                        self._boot_agent(target)
-
-                self.env.timeout(HOST_BOOT_S).callbacks.append(booted)
+            self._power_on(target)
+        elif action == "agent-crash":
+            if self.runtime.kill(host_addr(target)):
+                self.agent_down.add(target)
+        elif action == "agent-restart":
+            if target in self.agent_down and self.hypervisors[target].powered:
+                self.agent_down.discard(target)
+                self._boot_agent(target)
         elif action == "vm-crash":
             for host in sorted(self.truth.live.get(target, {})):
                 self.hypervisors[host].crash(target)

@@ -27,7 +27,7 @@ from typing import Any
 import simpy
 from simpy.events import NORMAL
 
-from actors.context import Behaviour, HypervisorPort
+from actors.context import Behaviour, HypervisorPort, WatchdogPort
 from actors.states import Network
 from sim.network import NetworkModel
 
@@ -65,16 +65,17 @@ def collector_paused() -> Iterator[None]:
 class Cell:
     """One actor's slot in the runtime: its behaviour, node and incarnation."""
 
-    __slots__ = ("address", "node", "behaviour", "ctx", "alive", "incarnation", "hypervisor")
+    __slots__ = ("address", "node", "behaviour", "ctx", "alive", "incarnation", "hypervisor", "watchdog")
 
     def __init__(self, address: str, node: str, behaviour: Behaviour,
-                 hypervisor: HypervisorPort | None) -> None:
+                 hypervisor: HypervisorPort | None, watchdog: WatchdogPort | None = None) -> None:
         self.address = address
         self.node = node
         self.behaviour = behaviour
         self.alive = True
         self.incarnation = 0
         self.hypervisor = hypervisor
+        self.watchdog = watchdog
         self.ctx: SimContext
 
 
@@ -125,6 +126,10 @@ class SimContext:
     @property
     def hypervisor(self) -> HypervisorPort | None:
         return self._cell.hypervisor
+
+    @property
+    def watchdog(self) -> WatchdogPort | None:
+        return self._cell.watchdog
 
     def now(self) -> float:
         runtime = self._runtime
@@ -214,9 +219,9 @@ class SimRuntime:
     # -- actors --------------------------------------------------------------------------------
 
     def spawn(self, address: str, node: str, behaviour: Behaviour,
-              hypervisor: HypervisorPort | None = None) -> Cell:
+              hypervisor: HypervisorPort | None = None, watchdog: WatchdogPort | None = None) -> Cell:
         old = self.cells.get(address)
-        cell = Cell(address, node, behaviour, hypervisor)
+        cell = Cell(address, node, behaviour, hypervisor, watchdog)
         if old is not None:
             cell.incarnation = old.incarnation + 1
         cell.ctx = SimContext(self, cell)
@@ -235,6 +240,15 @@ class SimRuntime:
             if cell.alive:
                 cell.alive = False
                 cell.incarnation += 1
+
+    def kill(self, address: str) -> bool:
+        """One actor dies, its node lives on (an agent process crashes); whether it lived."""
+        cell = self.cells.get(address)
+        if cell is None or not cell.alive:
+            return False
+        cell.alive = False
+        cell.incarnation += 1
+        return True
 
     # -- messages ------------------------------------------------------------------------------
 

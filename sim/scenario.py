@@ -52,7 +52,7 @@ CLOCK_DRIFT_MAX = 0.1
 _POOL_REQUIRED = ("name", "type")
 _POOL_OPTIONAL = ("host",)
 _HOST_REQUIRED = ("name", "cpu", "memory", "storage")
-_HOST_OPTIONAL = ("cluster", "ip", "networks", "power_controller")
+_HOST_OPTIONAL = ("cluster", "ip", "networks", "power_controller", "watchdog")
 _VM_REQUIRED = ("name", "cpu", "memory", "host", "storage")
 _VM_OPTIONAL = ("ip", "ha", "state")
 _EXPECT_REQUIRED = ("vm",)
@@ -79,6 +79,8 @@ HOST_ACTIONS = frozenset(
         "clock-drift",
         "libvirt-hang",
         "libvirt-resume",
+        "agent-crash",
+        "agent-restart",
     }
 )
 VM_ACTIONS = frozenset({"vm-crash", "vm-stop", "vm-start", "set-ha", "detach-network"})
@@ -595,6 +597,7 @@ def _parse_host(table: _Table, pools: Mapping[str, StorageSpec]) -> HostSpec:
         ip=table.get_or("ip", _ip, ""),
         networks=table.get_or("networks", _networks, ALL_NETWORKS),
         power_controller=table.get_or("power_controller", _flag, True),
+        watchdog=table.get_or("watchdog", _flag, True),
     )
 
 
@@ -789,6 +792,8 @@ _ARGS: dict[str, _Args] = {
     "clock-drift": _clock_drift_args,
     "libvirt-hang": _no_args,
     "libvirt-resume": _no_args,
+    "agent-crash": _no_args,
+    "agent-restart": _no_args,
     "manager-crash": _no_args,
     "manager-restart": _no_args,
 }

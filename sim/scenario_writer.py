@@ -62,7 +62,7 @@ def dump_scenario(sc: Scenario, comment: str = "") -> str:
             ("name", h.name), ("cluster", h.cluster), ("ip", h.ip or None), ("cpu", h.cpu),
             ("memory", f"{h.memory_mib}MiB"), ("storage", list(h.storage)),
             ("networks", None if h.networks == ALL_NETWORKS else [n.value for n in h.networks]),
-            ("power_controller", h.power_controller)]))
+            ("power_controller", h.power_controller), ("watchdog", None if h.watchdog else False)]))
     for v in sc.vms:
         parts.append(_table("[[vm]]", [
             ("name", v.name), ("cpu", v.cpu), ("memory", f"{v.memory_mib}MiB"), ("ip", v.ip or None),

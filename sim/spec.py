@@ -28,6 +28,8 @@ ACTIONS: dict[str, tuple[bool, frozenset[str]]] = {
     "clock-drift": (True, frozenset({"rate"})),
     "libvirt-hang": (True, frozenset()),
     "libvirt-resume": (True, frozenset()),
+    "agent-crash": (True, frozenset()),
+    "agent-restart": (True, frozenset()),
     "manager-crash": (False, frozenset()),
     "manager-restart": (False, frozenset()),
     "storage-down": (True, frozenset({"pool"})),
@@ -73,6 +75,7 @@ class HostSpec:
     ip: str = ""
     networks: tuple[Network, ...] = ALL_NETWORKS
     power_controller: bool = True
+    watchdog: bool = True  # a hardware watchdog the agent pets (see actors.context.WatchdogPort)
 
 
 @dataclass(frozen=True)

@@ -54,12 +54,27 @@ class FakeHypervisor:
 
 
 @dataclass
+class FakeWatchdog:
+    """Records pets (their timeouts) and disarms; it never fires by itself."""
+
+    pets: list[float] = field(default_factory=list)
+    disarms: int = 0
+
+    def pet(self, timeout_s: float) -> None:
+        self.pets.append(timeout_s)
+
+    def disarm(self) -> None:
+        self.disarms += 1
+
+
+@dataclass
 class FakeContext:
     """Implements ``actors.context.Context``; every effect is recorded for assertions."""
 
     address: str = "test"
     clock: float = 0.0
     hypervisor: FakeHypervisor | None = None
+    watchdog: FakeWatchdog | None = field(default_factory=FakeWatchdog)
     random: Random = field(default_factory=lambda: Random(0))
     sent: list[tuple[str, object, Network]] = field(default_factory=list)
     timers: list[tuple[float, object]] = field(default_factory=list)  # every set_timer, as asked

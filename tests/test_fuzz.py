@@ -60,6 +60,22 @@ def test_a_campaign_catches_a_host_that_does_not_fence(tmp_path: Path, monkeypat
     assert not run_scenario(scenario).ok
 
 
+def test_a_campaign_catches_a_watchdog_that_never_fires(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Without the watchdog's reset, an agent that dies leaves its guests running while the
+    manager, trusting the fence, starts them elsewhere: what the watchdog is there for."""
+    import sim.devices
+
+    monkeypatch.setattr(sim.devices.Watchdog, "_check", lambda self, _: None)
+    argv = ["sim", "fuzz", "--seeds", "60", "--strategy", "Force", "--profile", "tuned", "--jobs", "1",
+            "--out", str(tmp_path), "--no-shrink"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "two-running" in err
+    failing = [load_scenario(p) for p in sorted(tmp_path.glob("*.toml"))]
+    assert failing and all(any(e.action == "agent-crash" for e in sc.events) for sc in failing)
+
+
 # -- property: any schedule of faults on a small cluster, healed in time ---------------------------
 
 CLUSTER: Cluster = generate_cluster(Random(7), hosts=4, vms_per_host=3.0, neverstop_share=0.8)
@@ -72,7 +88,8 @@ def fault(draw: st.DrawFn) -> list[EventSpec]:
     start = draw(st.floats(30.0, HEAL_S - 400.0))
     end = start + draw(st.floats(1.0, 390.0))
     host = draw(st.sampled_from(HOSTS))
-    kind = draw(st.sampled_from(["power", "partition", "one-way", "storage", "loss", "hang", "manager"]))
+    kind = draw(st.sampled_from(["power", "partition", "one-way", "storage", "loss", "hang", "manager",
+                                 "agent"]))
     if kind == "power":
         return [EventSpec(start, "power-off", host), EventSpec(end, "power-on", host)]
     if kind in ("partition", "one-way"):
@@ -89,6 +106,8 @@ def fault(draw: st.DrawFn) -> list[EventSpec]:
                 EventSpec(end, "link-loss", host, {"network": "all", "loss": 0.0, "latency": 0.0})]
     if kind == "hang":
         return [EventSpec(start, "libvirt-hang", host), EventSpec(end, "libvirt-resume", host)]
+    if kind == "agent":
+        return [EventSpec(start, "agent-crash", host), EventSpec(end, "agent-restart", host)]
     return [EventSpec(start, "manager-crash"), EventSpec(min(end, start + 120.0), "manager-restart")]
 
 

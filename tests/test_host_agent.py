@@ -6,7 +6,7 @@ from dataclasses import replace
 from random import Random
 
 import pytest
-from fakes import FakeContext, FakeHypervisor
+from fakes import FakeContext, FakeHypervisor, FakeWatchdog
 
 from actors.config import DEFAULT, HaConfig
 from actors.host_agent import (
@@ -139,13 +139,64 @@ FAST = PERMISSIVE.with_key("ha.host.selfFencer.interval", 5)  # revision 1
 def test_each_heartbeat_says_under_which_revision_the_fencer_is_armed(
         before: HaConfig, armed: int | None, after: tuple[str, object], armed_after: int | None) -> None:
     agent, ctx = make(before)
-    assert [w for _, w, _ in ctx.take_sent(HeartbeatWrite)] == [
-        HeartbeatWrite("h1", agent.hb_seq - 1, armed), HeartbeatWrite("h1", agent.hb_seq, armed)]
+    first = ctx.take(HeartbeatWrite)  # nothing acknowledged yet: the watchdog is not petted
+    assert first == [HeartbeatWrite("h1", agent.hb_seq - 1, None), HeartbeatWrite("h1", agent.hb_seq, None)]
+    for pool, write in zip(POOLS, first, strict=True):
+        agent.receive(ctx, HeartbeatAck(pool, write.seq))
+    ctx.advance(agent, before.self_fencer_interval_s)
+    assert [w.armed for w in ctx.take(HeartbeatWrite)] == [armed, armed]
     # A new config takes effect with the next write: armed under its revision, or off.
     agent.receive(ctx, ConfigPush(before.with_key(*after)))
     assert ctx.take(HeartbeatWrite) == []
     ctx.advance(agent, before.self_fencer_interval_s)
     assert [w.armed for w in ctx.take(HeartbeatWrite)] == [armed_after, armed_after]
+
+
+def watchdog_of(ctx: FakeContext) -> FakeWatchdog:
+    assert isinstance(ctx.watchdog, FakeWatchdog)
+    return ctx.watchdog
+
+
+def test_the_watchdog_is_petted_each_tick_once_every_pool_acknowledged_or_was_fenced() -> None:
+    """A restarted agent knows nothing of its predecessor's last write: it must not push
+    the watchdog's reset further out before each pool has answered it, or been fenced."""
+    agent, ctx = make(FORCE, guests={"vm-n": "nfs", "vm-c": "ceph"})
+    interval = FORCE.self_fencer_interval_s
+    run(agent, ctx, 3 * interval, {"nfs": 0.5})  # ceph is cut off since before this start
+    assert watchdog_of(ctx).pets == []
+    ctx.advance(agent, interval)
+    assert {w.armed for w in ctx.take(HeartbeatWrite)} == {None}  # and the writes do not claim it
+    run(agent, ctx, host_fence_after_s(FORCE) + interval, {"nfs": 0.5})
+    assert set(hv_of(ctx).fences) == {"ceph"}  # ceph's guests are dead: nothing left to cover there
+    pets = watchdog_of(ctx).pets
+    assert pets and set(pets) == {FORCE.watchdog_timeout_s} and FORCE.watchdog_timeout_s == 15.0
+    before = len(pets)
+    run(agent, ctx, ctx.clock + 3 * interval, {"nfs": 0.5})
+    assert len(watchdog_of(ctx).pets) == before + 3  # then one pet per heartbeat tick
+    ctx.advance(agent, interval)
+    assert {w.armed for w in ctx.take(HeartbeatWrite)} == {FORCE.revision}
+
+
+def test_permissive_never_pets_and_switching_to_it_disarms() -> None:
+    agent, ctx = make(PERMISSIVE)
+    run(agent, ctx, 10 * PERMISSIVE.self_fencer_interval_s, {"nfs": 0.5, "ceph": 0.5})
+    assert watchdog_of(ctx).pets == [] and watchdog_of(ctx).disarms == 0
+    agent.receive(ctx, ConfigPush(PERMISSIVE.with_key("ha.strategy", "Force")))
+    run(agent, ctx, ctx.clock + 2 * PERMISSIVE.self_fencer_interval_s, {"nfs": 0.5, "ceph": 0.5})
+    assert len(watchdog_of(ctx).pets) == 2
+    agent.receive(ctx, ConfigPush(PERMISSIVE.with_key("ha.enable", False)))
+    assert watchdog_of(ctx).disarms == 1  # at once: the agent will not pet any more
+
+
+def test_a_host_without_a_watchdog_never_claims_its_guests_self_fenced() -> None:
+    hv = FakeHypervisor(guests=dict(GUESTS))
+    ctx = FakeContext(address="host/h1", hypervisor=hv, watchdog=None)
+    agent = HostAgent("h1", POOLS, FORCE)
+    agent.on_start(ctx)
+    run(agent, ctx, 10 * FORCE.self_fencer_interval_s, {"nfs": 0.5, "ceph": 0.5})
+    ctx.advance(agent, FORCE.self_fencer_interval_s)
+    writes = ctx.take(HeartbeatWrite)
+    assert len(writes) == 2 and {w.armed for w in writes} == {None}
 
 
 def test_heartbeats_go_out_every_interval_with_increasing_seq() -> None:

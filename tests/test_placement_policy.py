@@ -10,7 +10,12 @@ import pytest
 from actors.config import DEFAULT, PROFILES, TUNED, HaConfig
 from actors.inventory import HostInfo, VmDef
 from actors.placement import Capacity, choose_host
-from actors.policy import host_fence_after_s, manager_fence_window_s, self_fencing_on
+from actors.policy import (
+    host_fence_after_s,
+    host_guests_gone_after_s,
+    manager_fence_window_s,
+    self_fencing_on,
+)
 from actors.states import Network, Strategy
 
 
@@ -129,10 +134,11 @@ def test_choosing_then_reserving_never_over_commits() -> None:
 
 
 def stretched(config: HaConfig) -> float:
-    """The host's fencing deadline, measured on a host clock, as the longest time it may
-    take on the manager's clock."""
+    """The host's deadline for its guests to be gone (its fencer's, or its watchdog's after
+    the last pet), measured on a host clock, as the longest time it may take on the
+    manager's clock."""
     drift = config.clock_drift_max
-    return host_fence_after_s(config) * (1 + drift) / (1 - drift)
+    return host_guests_gone_after_s(config) * (1 + drift) / (1 - drift)
 
 
 def test_host_fence_after_counts_attempts_timeout_and_the_noticing_tick() -> None:
@@ -158,7 +164,17 @@ def test_manager_window_grows_with_drift(name: str) -> None:
     windows = [manager_fence_window_s(replace(config, clock_drift_max=d)) for d in (0.0, 0.01, 0.05, 0.2)]
     assert windows == sorted(windows) and len(set(windows)) == len(windows)
     exact = replace(config, clock_drift_max=0.0)
-    assert windows[0] == pytest.approx(host_fence_after_s(exact) + exact.self_fencer_storage_timeout_s)
+    assert windows[0] == pytest.approx(host_fence_after_s(exact) + exact.watchdog_timeout_s
+                                       + exact.self_fencer_storage_timeout_s)
+
+
+def test_a_dead_agent_s_watchdog_fires_before_the_manager_window_ends() -> None:
+    """The agent pets at every tick up to its fencer's deadline at the latest (then it has
+    fenced, or it is dead): the reset comes one watchdog timeout after that."""
+    assert host_guests_gone_after_s(DEFAULT) == host_fence_after_s(DEFAULT) + 3 * 5.0
+    for config in PROFILES.values():
+        assert host_guests_gone_after_s(config) > host_fence_after_s(config) + config.self_fencer_interval_s
+        assert manager_fence_window_s(config) > host_guests_gone_after_s(config)
 
 
 def test_manager_window_outlasts_the_host_deadline_for_random_configs() -> None:
@@ -169,6 +185,7 @@ def test_manager_window_outlasts_the_host_deadline_for_random_configs() -> None:
             self_fencer_interval_s=rng.uniform(0.5, 30.0),
             self_fencer_max_attempts=rng.randint(1, 20),
             self_fencer_storage_timeout_s=rng.uniform(0.5, 30.0),
+            self_fencer_watchdog_intervals=rng.randint(2, 10),
             clock_drift_max=rng.uniform(0.0, 0.5),
         )
         assert manager_fence_window_s(config) > stretched(config)

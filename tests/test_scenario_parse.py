@@ -480,7 +480,7 @@ BAD: list[tuple[str, str, str]] = [
         "event-action",
         event('at = "1s"\naction = "explode"\n'),
         "x.toml: event[1].action: unknown action 'explode' "
-        "(known: clock-drift, delete-network, detach-network, ",
+        "(known: agent-crash, agent-restart, clock-drift, delete-network, ",
     ),
     ("event-no-action", event('at = "1s"\n'), "event[1]: missing required key 'action'"),
     (
@@ -682,6 +682,8 @@ ONE_EVENT = {
     "clock-drift": 'target = "host-1"\nrate = 1.01',
     "libvirt-hang": 'target = "host-1"',
     "libvirt-resume": 'target = "host-1"',
+    "agent-crash": 'target = "host-1"',
+    "agent-restart": 'target = "host-1"',
     "manager-crash": "",
     "manager-restart": "",
 }

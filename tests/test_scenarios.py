@@ -76,6 +76,39 @@ def test_two_running_checker_catches_a_host_that_does_not_fence(monkeypatch: pyt
     assert "two-running" in _violations("scenarios/total-isolation-force.toml")
 
 
+def test_two_running_checker_catches_a_watchdog_that_never_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent dies, the host and its guests live: only the watchdog kills them in time."""
+    import sim.devices
+
+    monkeypatch.setattr(sim.devices.Watchdog, "_check", lambda self, _: None)
+    assert "two-running" in _violations("scenarios/agent-crash-force.toml")
+
+
+def test_two_running_checker_catches_a_restarted_agent_that_pets_before_its_storage_answers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new agent that takes the watchdog over at once defers its predecessor's reset past
+    the deadline the manager counts from the predecessor's last write."""
+    import actors.host_agent
+
+    def pet_at_once(self: actors.host_agent.HostAgent, ctx: object) -> bool:
+        assert self.config.enable and getattr(ctx, "watchdog", None) is not None
+        ctx.watchdog.pet(self.config.watchdog_timeout_s)  # type: ignore[attr-defined]
+        return True
+
+    monkeypatch.setattr(actors.host_agent.HostAgent, "_pet_watchdog", pet_at_once)
+    assert "two-running" in _violations("scenarios/agent-restart-while-isolated-force.toml")
+
+
+def test_a_reset_host_is_marked_in_the_run_and_its_guests_die_with_it() -> None:
+    result = run_scenario(load_scenario("scenarios/agent-crash-force.toml"))
+    resets = [f for f in result.faults if f.action == "watchdog-reset"]
+    assert [f.target for f in resets] == ["host-1"]
+    crash = next(f.t for f in result.faults if f.action == "agent-crash")
+    assert crash < resets[0].t <= crash + 3.0  # the tuned profile's watchdog: 3 x 1 s
+    ends = sorted(r.end for r in result.runs if r.host == "host-1" and r.end is not None)
+    assert ends[:2] == [resets[0].t, resets[0].t]  # both guests, at the reset
+
+
 def test_capacity_checker_catches_overcommit(monkeypatch: pytest.MonkeyPatch) -> None:
     import actors.placement
 
