@@ -46,6 +46,12 @@ class HypervisorPort(Protocol):
         last said about guests proves nothing either way."""
         ...
 
+    def boot_id(self) -> str:
+        """This boot of the host: the same across restarts of the agent and of the daemon
+        (guests and starts in progress live on), different once the host restarted (they
+        are all gone)."""
+        ...
+
 
 class WatchdogPort(Protocol):
     """A host's dead-man switch, outside the agent: once armed, it resets the host (every

@@ -97,13 +97,16 @@ class HostAgent(Behaviour):
         self.unacked: dict[str, GuestFailed] = {}  # failure reports not yet acknowledged
         self.fenced: set[str] = set()  # guests killed and reported by the fencer, until restarted here
         self.failure_seq = 0  # set to a random start in on_start: a rebooted host numbers anew
+        self.boot = ""  # the host's boot, read in on_start
+        self.started_by: dict[str, int] = {}  # vm -> req of the last start order carried out
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self, ctx: Context) -> None:
         self.hb_failed = {p: 0 for p in self.shared_pools}
         self.failure_seq = ctx.random.randrange(1 << 40)
-        ctx.send(MANAGER, HostBooted(self.name))
+        self.boot = self._hv(ctx).boot_id()
+        ctx.send(MANAGER, HostBooted(self.name, self.boot))
         if self.shared_pools:
             self._heartbeat(ctx)
 
@@ -111,7 +114,7 @@ class HostAgent(Behaviour):
         if isinstance(msg, Ping):
             hv = self._hv(ctx)
             ctx.send(MANAGER, Pong(self.name, msg.seq, tuple(sorted(hv.running())),
-                                   self._pools_ok(), self.config.revision, hv.answering()))
+                                   self._pools_ok(), self.config.revision, hv.answering(), self.boot))
         elif isinstance(msg, _HeartbeatTick):
             if msg.epoch == self.epoch:
                 self._heartbeat(ctx)
@@ -272,6 +275,7 @@ class HostAgent(Behaviour):
         self.inflight.add(key)
         if isinstance(msg, StartVm):
             self.expected_stops.discard(vm)
+            self.started_by[vm] = msg.req
             hv.start(msg.vm, token, msg.cause)
         elif isinstance(msg, StopVm):
             self.expected_stops.add(vm)
@@ -290,6 +294,8 @@ class HostAgent(Behaviour):
                 return "HA is switched off"
             if msg.vm.pool_shared and msg.vm.pool not in self._pools_ok():
                 return f"storage pool {msg.vm.pool} is not reachable from {self.name}"
+            if msg.for_boot is not None and msg.for_boot != self.boot:
+                return f"ordered for an earlier boot of {self.name}"
         elif isinstance(msg, StopVm):
             return "" if not running else None
         elif not running:
@@ -321,7 +327,7 @@ class HostAgent(Behaviour):
 
     def _report_failure(self, ctx: Context, vm: str, reason: StopReason) -> None:
         self.failure_seq += 1
-        report = GuestFailed(self.name, vm, reason, self.failure_seq)
+        report = GuestFailed(self.name, vm, reason, self.failure_seq, self.started_by.pop(vm, None))
         self.unacked[vm] = report
         ctx.send(vm_addr(vm), report)
         ctx.set_timer(FAILURE_RESEND_S, _ResendFailure(vm, report.seq, FAILURE_RESENDS_MAX))

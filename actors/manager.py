@@ -104,6 +104,7 @@ class HostTracker:
     hb_seen_t: dict[str, float] = field(default_factory=dict)  # when that seq was first seen
     hb_read_t: dict[str, float] = field(default_factory=dict)  # latest read still showing it
     hb_armed: dict[str, int | None] = field(default_factory=dict)  # revision its fencer is armed under
+    boot: str | None = None  # its current boot, from its last pong or boot announcement
 
     def status(self) -> str:
         if self.connected:
@@ -185,6 +186,7 @@ class HaManager(Behaviour):
         elif isinstance(msg, _PingTimeout):
             self._ping_timeout(ctx, msg)
         elif isinstance(msg, HostBooted):
+            self.trackers[msg.host].boot = msg.boot
             self._host_booted(ctx, msg.host)
         elif isinstance(msg, _CheckTick):
             self._check_tick(ctx, msg)
@@ -282,7 +284,7 @@ class HaManager(Behaviour):
         self._unwait(msg.vm)
         self.capacity.reserve(vm, host)
         self._set_home(msg.vm, host)
-        ctx.send(vm_addr(msg.vm), PlaceReply(msg.vm, msg.req, host))
+        ctx.send(vm_addr(msg.vm), PlaceReply(msg.vm, msg.req, host, boot=self.trackers[host].boot))
 
     def _wait(self, vm: str, key: str) -> None:
         self._unwait(vm)
@@ -320,6 +322,7 @@ class HaManager(Behaviour):
         t.ping_outstanding = None
         t.failures = 0
         t.pools_ok = msg.pools_ok
+        t.boot = msg.boot
         if msg.config_revision != self.config.revision:
             ctx.send(host_addr(msg.host), ConfigPush(self.config))  # the last push was lost
         if msg.guests_known:  # a hung hypervisor's list proves nothing

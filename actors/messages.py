@@ -29,11 +29,13 @@ class Pong:
     pools_ok: tuple[str, ...]  # shared pools whose heartbeat is fresh on this host
     config_revision: int = 0  # the config the host runs by: a stale one is pushed again
     guests_known: bool = True  # False while the hypervisor does not answer: `running` may lag
+    boot: str = ""  # this boot of the host (HypervisorPort.boot_id): orders name it
 
 
 @dataclass(frozen=True)
 class HostBooted:
     host: str
+    boot: str = ""  # this boot of the host: the same after an agent restart, new after a reboot
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,11 @@ class StartVm:
     req: int
     reply_to: str
     cause: str  # "ha" or "user": recorded by the runtime with the run
+    # The boot of the host this order is for, as the manager last heard it (None: unknown).
+    # A host that rebooted since refuses it: the order is resent until answered, and a
+    # resend that reaches the host after its reboot may come after the manager judged the
+    # earlier boot's guests gone and the VM was started elsewhere.
+    for_boot: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,10 @@ class GuestFailed:
     vm: str
     reason: StopReason
     seq: int = 0  # the agent's number for this failure: a repeat carries the same one
+    # The request id of the last start order this agent carried out for the VM before it
+    # died (None: none): a VM actor that is starting it again tells a report about the run
+    # it is starting from one about an earlier run, still being repeated.
+    started_by: int | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +235,7 @@ class PlaceReply:
     req: int
     host: str | None
     reason: str = ""  # why no host: see actors.placement.NoPlace
+    boot: str | None = None  # the host's boot, as the manager last heard it
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,9 @@ class VmActor(Behaviour):
             if msg.req == self.req:
                 self._timed_out(ctx)
         elif isinstance(msg, _Resend):
-            halted = self.op is Op.START and self.cause == "ha" and not self.config.enable
+            # An HA start the rules no longer allow (switched off, level None, stopped with
+            # no-restart) is not repeated: a host that takes it later would break them.
+            halted = self.op is Op.START and self.cause == "ha" and not self.wants_ha_restart()
             if msg.req == self.req and self.order is not None and not halted:
                 ctx.send(*self.order)
                 ctx.set_timer(RESEND_S, _Resend(msg.req))
@@ -303,9 +305,9 @@ class VmActor(Behaviour):
         self.host = msg.host
         self.host_down_cycle = False
         self._set(ctx, VmState.STARTING)
-        cause = self.cause
+        cause, boot = self.cause, msg.boot
         self._order(ctx, Op.START, START_TIMEOUT_S, host_addr(self.host),
-                    lambda req: StartVm(self.vm, req, ctx.address, cause))
+                    lambda req: StartVm(self.vm, req, ctx.address, cause, boot))
 
     def _schedule_retry(self, ctx: Context) -> None:
         if self.retry_pending:
@@ -466,6 +468,10 @@ class VmActor(Behaviour):
         if msg.host != self.host or self.state in (VmState.STOPPED, VmState.STOPPING):
             return
         if self.state is VmState.RECOVERING:
+            return
+        if self.op is Op.START and msg.started_by != self.req:
+            # About a run before this start, repeated until acknowledged, so it can come
+            # after the new order was taken: the start's own answer says how that went.
             return
         ctx.log(f"{self.name}: guest failed on {msg.host}: {msg.reason.value}")
         if self.op is Op.MIGRATE:

@@ -179,6 +179,15 @@ class LibvirtHypervisor:
         fresh_s = max(3 * self.refresh_s, 5.0)
         return self.connected.is_set() and time.monotonic() - self._last_ok < fresh_s
 
+    def boot_id(self) -> str:
+        """The kernel's id of this boot (new after every reboot, the same across agent and
+        libvirtd restarts); orders for an earlier boot are refused."""
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as boot_id:
+                return boot_id.read().strip()
+        except OSError:
+            return ""  # no such file: no boot check (every order is taken)
+
     def fence(self, pool: str) -> None:
         """Kill every guest on ``pool`` now, by killing its qemu process (a hung libvirtd
         must not stand between the fencer and the guests), and void starts on ``pool``

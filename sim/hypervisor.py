@@ -51,6 +51,9 @@ class SimHypervisor:
     def answering(self) -> bool:
         return self.hung_view is None
 
+    def boot_id(self) -> str:
+        return f"{self.host}#{self.power_epoch}"  # a power cycle, a reset included, is a new boot
+
     def start(self, vm: VmDef, token: int, cause: str) -> None:
         ordered_at = float(self.runtime.env.now)
         fences = self.fences.get(vm.pool, 0)
@@ -95,12 +98,14 @@ class SimHypervisor:
         dest = self.peers[dest_host]
         pool = self.guests.get(vm, "")
         dest_fences = dest.fences.get(pool, 0)
+        dest_epoch = dest.power_epoch
         mem_gib = self.truth.vm_mem[vm] / 1024
 
         def moved(_: Any) -> None:
             if not self._alive(epoch):
                 return
-            if vm not in self.guests or not dest.powered or dest.fences.get(pool, 0) != dest_fences:
+            reset = not dest._alive(dest_epoch)  # the destination lost power or was reset
+            if vm not in self.guests or reset or dest.fences.get(pool, 0) != dest_fences:
                 self._to_agent(HvDone(token, False, "migration failed"))
                 return
             now = self.runtime.env.now

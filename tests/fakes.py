@@ -32,6 +32,7 @@ class FakeHypervisor:
     migrations: list[tuple[str, str, int]] = field(default_factory=list)  # (vm, dest, token)
     fences: list[str] = field(default_factory=list)  # the pool of each fence() call
     answers: bool = True  # False: the daemon hangs (answering() is False)
+    boot: str = "boot-1"  # what boot_id() says: change it to model a reboot
 
     def start(self, vm: VmDef, token: int, cause: str) -> None:
         self.starts.append((vm, token, cause))
@@ -50,6 +51,9 @@ class FakeHypervisor:
 
     def answering(self) -> bool:
         return self.answers
+
+    def boot_id(self) -> str:
+        return self.boot
 
 
 

@@ -92,7 +92,7 @@ def pong(agent: HostAgent, ctx: FakeContext, seq: int = 9) -> Pong:
 
 def test_on_start_announces_the_host_and_writes_a_heartbeat_to_each_shared_pool() -> None:
     _, ctx = make()
-    assert ctx.sent[0] == ("manager", HostBooted("h1"), Network.MANAGEMENT)
+    assert ctx.sent[0] == ("manager", HostBooted("h1", "boot-1"), Network.MANAGEMENT)
     writes = ctx.take_sent(HeartbeatWrite)
     assert [(to, net) for to, _, net in writes] == [("pool/nfs", Network.STORAGE),
                                                     ("pool/ceph", Network.STORAGE)]
@@ -103,15 +103,15 @@ def test_on_start_announces_the_host_and_writes_a_heartbeat_to_each_shared_pool(
 
 def test_no_shared_pool_no_heartbeat() -> None:
     _, ctx = make(pools=())
-    assert ctx.sent == [("manager", HostBooted("h1"), Network.MANAGEMENT)]
+    assert ctx.sent == [("manager", HostBooted("h1", "boot-1"), Network.MANAGEMENT)]
     assert ctx.timers == []
 
 
 def test_ping_answers_with_running_guests_and_fresh_pools() -> None:
     agent, ctx = make(config=PERMISSIVE, guests={"vm-b": "nfs", "vm-a": "local-h1"})
-    assert pong(agent, ctx, 4) == Pong("h1", 4, ("vm-a", "vm-b"), ("nfs", "ceph"))
+    assert pong(agent, ctx, 4) == Pong("h1", 4, ("vm-a", "vm-b"), ("nfs", "ceph"), boot="boot-1")
     run(agent, ctx, 300.0, {"nfs": 0.5})  # ceph never acknowledges
-    assert pong(agent, ctx, 5) == Pong("h1", 5, ("vm-a", "vm-b"), ("nfs",))
+    assert pong(agent, ctx, 5) == Pong("h1", 5, ("vm-a", "vm-b"), ("nfs",), boot="boot-1")
 
 
 def test_ping_answers_with_the_revision_of_the_config_it_applied() -> None:
@@ -123,7 +123,7 @@ def test_ping_answers_with_the_revision_of_the_config_it_applied() -> None:
     agent.receive(ctx, push)
     assert agent.config is newer
     assert ctx.published == [push]  # the runtime may record which config each host applied
-    assert pong(agent, ctx, 2) == Pong("h1", 2, ("vm-c", "vm-l", "vm-n"), ("nfs", "ceph"), 2)
+    assert pong(agent, ctx, 2) == Pong("h1", 2, ("vm-c", "vm-l", "vm-n"), ("nfs", "ceph"), 2, boot="boot-1")
 
 
 FAST = PERMISSIVE.with_key("ha.host.selfFencer.interval", 5)  # revision 1
@@ -415,6 +415,33 @@ def test_start_calls_the_hypervisor_and_relays_its_answer() -> None:
     assert ctx.sent == []
     agent.receive(ctx, HvDone(token, False, "no memory"))
     assert ctx.sent == [("vm/vm-x", OpReply("h1", "vm-x", 5, False, "no memory"), Network.MANAGEMENT)]
+
+
+def test_a_start_ordered_for_an_earlier_boot_of_the_host_is_refused() -> None:
+    """The manager names the boot it last heard of: a host that rebooted since refuses,
+    since its order may be a resend that outlived the manager's verdict on that boot."""
+    agent, ctx = make()
+    ctx.sent.clear()
+    agent.receive(ctx, StartVm(VM_X, 5, "vm/vm-x", "ha", for_boot="boot-0"))
+    assert hv_of(ctx).starts == []
+    assert ctx.take(OpReply) == [OpReply("h1", "vm-x", 5, False, "ordered for an earlier boot of h1")]
+    agent.receive(ctx, StartVm(VM_N, 6, "vm/vm-n", "ha", for_boot="boot-0"))  # it runs here: done
+    assert ctx.take(OpReply) == [OpReply("h1", "vm-n", 6, True)]
+    for req, boot in ((7, "boot-1"), (8, None)):  # this boot, or a boot nobody had heard of
+        agent.receive(ctx, StartVm(VM_X, req, "vm/vm-x", "ha", for_boot=boot))
+    assert [vm.name for vm, _, _ in hv_of(ctx).starts] == ["vm-x", "vm-x"]
+
+
+def test_a_failure_report_names_the_start_order_whose_run_died() -> None:
+    agent, ctx = make(guests={})
+    agent.receive(ctx, StartVm(VM_X, 41, "vm/vm-x", "ha"))
+    [(_, token, _)] = hv_of(ctx).starts
+    agent.receive(ctx, HvDone(token, True))
+    agent.receive(ctx, GuestStopped("vm-x", StopReason.CRASHED))
+    [report] = ctx.take(GuestFailed)
+    assert report.started_by == 41
+    agent.receive(ctx, GuestStopped("vm-x", StopReason.CRASHED))  # a run it did not start
+    assert [r.started_by for r in ctx.take(GuestFailed)] == [None]
 
 
 def test_start_refused_on_a_pool_it_cannot_reach() -> None:

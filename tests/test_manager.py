@@ -687,3 +687,15 @@ def test_a_power_status_from_an_earlier_disconnection_is_ignored() -> None:
     assert host_events(h.ctx) == []
     assert h.statuses("h1") == ["Disconnected", "Connected", "Disconnected"]
 
+
+
+def test_a_placement_names_the_host_boot_the_manager_last_heard_of() -> None:
+    """Start orders carry it, so that a host that rebooted since refuses them."""
+    h = Harness(TUNED)
+    assert h.place("vm4", "h3").boot is None  # nothing heard from h3 yet
+    h.send(Release("vm4", "h3"))
+    h.send(HostBooted("h3", "h3-boot-1"))
+    assert h.place("vm4", "h3") == PlaceReply("vm4", 77, "h3", boot="h3-boot-1")
+    h.send(Release("vm4", "h3"))
+    h.send(HostBooted("h3", "h3-boot-2"))  # it rebooted
+    assert h.place("vm4", "h3").boot == "h3-boot-2"

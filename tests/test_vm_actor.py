@@ -28,6 +28,7 @@ from actors.messages import (
     Scan,
     StartVm,
     StopVm,
+    UserSetHa,
     UserStartVm,
     UserStopVm,
     Verdict,
@@ -99,12 +100,14 @@ def settle(vm: VmActor, ctx: FakeContext, config: HaConfig = DEFAULT) -> None:
 FAILURE_SEQ = count(1000)  # host agents number their failure reports; each crash is a new one
 
 
-def crash(vm: VmActor, ctx: FakeContext, reason: StopReason = StopReason.CRASHED, host: str = "h1") -> int:
+def crash(vm: VmActor, ctx: FakeContext, reason: StopReason = StopReason.CRASHED, host: str = "h1",
+          started_by: int | None = None) -> int:
     """The guest dies on its host and the host says so (with a new failure number, which
     it returns): the actor acknowledges that very report and orders nothing of that host
-    (no cleanup stop: the host saw the guest die)."""
+    (no cleanup stop: the host saw the guest die). ``started_by``: the start order whose
+    run died, if the host carried one out."""
     seq = next(FAILURE_SEQ)
-    vm.receive(ctx, GuestFailed(host, "vm1", reason, seq))
+    vm.receive(ctx, GuestFailed(host, "vm1", reason, seq, started_by))
     assert ctx.take_sent(FailureAck) == [(f"host/{host}", FailureAck("vm1", seq), Network.MANAGEMENT)]
     assert [(to, msg) for to, msg, _ in ctx.sent if to.startswith("host/")] == []
     return seq
@@ -977,7 +980,7 @@ def test_a_crash_while_starting_backs_off(ran_s: float) -> None:
     assert ran_s < START_TIMEOUT_S and vm.state is STARTING
     ctx.take(StartVm)  # resends
     ctx.published.clear()
-    crash(vm, ctx)  # the guest died before the start's answer came
+    crash(vm, ctx, started_by=start.req)  # the guest died before the start's answer came
     assert ctx.states() == [STOPPING, STOPPED]
     assert drain(ctx) == [("manager", Release("vm1", "h1"))]  # no restart at once
     assert [d for d, _ in ctx.timers_of(_Retry)] == [DEFAULT.retry_delay_s]
@@ -1015,3 +1018,43 @@ def test_request_ids_start_at_a_random_point_drawn_at_the_first_operation() -> N
     other.on_start(other_ctx)
     other.receive(other_ctx, UserStartVm("vm1"))
     assert other_ctx.take_one(PlaceRequest, to="manager").req != place.req
+
+
+def test_a_start_names_the_boot_of_the_host_the_manager_placed_it_on() -> None:
+    vm, ctx = make()
+    crash(vm, ctx)
+    place = ctx.take_one(PlaceRequest)
+    vm.receive(ctx, PlaceReply("vm1", place.req, "h1", boot="h1-boot-7"))
+    assert ctx.take_one(StartVm, to="host/h1").for_boot == "h1-boot-7"
+
+
+def test_a_report_about_the_run_before_a_start_does_not_end_the_start() -> None:
+    """The guest was fenced, the VM is restarted on the same host, and the fence's report,
+    repeated until acknowledged, comes after the new order: acknowledged, and nothing more."""
+    vm, ctx = make()
+    crash(vm, ctx, reason=StopReason.FENCED)
+    place = ctx.take_one(PlaceRequest)
+    ctx.take(Release)
+    vm.receive(ctx, PlaceReply("vm1", place.req, "h1"))
+    start = ctx.take_one(StartVm, to="host/h1")
+    ctx.published.clear()
+    crash(vm, ctx, reason=StopReason.FENCED)  # a repeat under a new number, about the old run
+    assert ctx.states() == [] and vm.state is STARTING
+    vm.receive(ctx, OpReply("h1", "vm1", start.req, True))
+    assert ctx.states() == [RUNNING]
+
+
+@pytest.mark.parametrize("change", [UserSetHa("vm1", HaLevel.NONE), UserStopVm("vm1", no_restart=True)],
+                         ids=["level-none", "no-restart"])
+def test_an_ha_start_is_not_repeated_once_the_rules_forbid_it(change: object) -> None:
+    """A host cut off when the order went out may take a repeat much later, after it
+    rebooted: by then HA must not start this VM."""
+    vm, ctx = make()
+    crash(vm, ctx)
+    place = ctx.take_one(PlaceRequest)
+    vm.receive(ctx, PlaceReply("vm1", place.req, "h1"))
+    ctx.take_one(StartVm, to="host/h1")
+    vm.receive(ctx, change)
+    ctx.take(StartVm)
+    ctx.advance(vm, 5 * RESEND_S)
+    assert ctx.take(StartVm) == []
