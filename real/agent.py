@@ -6,6 +6,12 @@ libvirt port must have listed the guests once: an agent that answered pings with
 empty guest list while libvirt was still connecting would make its running guests look
 stopped, and they could be started a second time elsewhere.
 
+The host's watchdog (``real.watchdog``): with ``watchdog_state`` set (``neverstop real
+agent --watchdog-state FILE``), the host agent gets a ``FileWatchdog`` on that file, which
+a separate daemon watches, and pets it while self-fencing is on. Without one the agent
+never claims its guests covered, so under Force the manager does not trust this host's
+self-fence (its VMs wait unless a power controller proves the host off).
+
 One agent per host: a management node that restarts, or that dropped the host from its
 convention, creates a new agent shell on the host. The newest one owns the host (its pid
 in ``<run_dir>/agent-HOST.owner``); an older shell that finds itself replaced stops
@@ -21,11 +27,14 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest
 
+from actors.host_agent import HostAgent
 from actors.inventory import host_addr
+from actors.policy import self_fencing_on
 from real.domain import GuestTemplate
 from real.heartbeat import FileHeartbeat
 from real.libvirt_port import LibvirtHypervisor
 from real.shell import Boot, Booted, NodeShell
+from real.watchdog import FileWatchdog
 
 READY_POLL_S = 0.2
 OWNER_CHECK_S = 1.0
@@ -43,6 +52,7 @@ class HostSpec:
     shutdown_timeout_s: float = 30.0
     refresh_s: float = 2.0
     run_dir: str = "/run/neverstop"
+    watchdog_state: str = ""  # the watchdog daemon's state file on this host; "" for none
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,7 @@ class AgentShell(NodeShell):
         self.spec: HostSpec | None = None
         self.hv: LibvirtHypervisor | None = None
         self.heartbeat: FileHeartbeat | None = None
+        self.watchdog: FileWatchdog | None = None
         self.pending_cells: tuple[tuple[str, Any], ...] = ()
         self.owner_token = f"{os.getpid()}:{id(self)}"
 
@@ -93,6 +104,8 @@ class AgentShell(NodeShell):
             refresh_s=spec.refresh_s, shutdown_timeout_s=spec.shutdown_timeout_s)
         self.heartbeat = FileHeartbeat(spec.pool_paths, mailbox.post,
                                        lambda text: mailbox.post("", _Log(text)))
+        if spec.watchdog_state:
+            self.watchdog = FileWatchdog(spec.watchdog_state, self.log)
         self.hv.open()
         self.pending_cells = msg.cells
         self.log(f"agent shell for {spec.host} booted on pid {os.getpid()}; waiting for {spec.libvirt_uri}")
@@ -124,7 +137,8 @@ class AgentShell(NodeShell):
             if self.hv is not None and self.hv.ready.is_set():
                 cells, self.pending_cells = self.pending_cells, ()
                 for address, behaviour in cells:
-                    self.spawn(address, behaviour, hypervisor=self.hv)
+                    self.spawn(address, behaviour, hypervisor=self.hv, watchdog=self.watchdog)
+                    self._say_watchdog(behaviour)
                 self.log(f"host agent started; guests running here: {sorted(self.hv.running())}")
                 if self.booter is not None:
                     self.send(self.booter, Booted(self.node))
@@ -137,6 +151,14 @@ class AgentShell(NodeShell):
                 self.log("a newer agent shell owns this host: stopping this one (guests untouched)")
                 self.on_exit()
                 self.send(self.myAddress, ActorExitRequest())
+
+    def _say_watchdog(self, behaviour: object) -> None:
+        """Once at start: which watchdog covers this host, and what its absence costs."""
+        if self.watchdog is not None:
+            self.log(f"watchdog: petting {self.watchdog.path} while self-fencing is on")
+        elif isinstance(behaviour, HostAgent) and self_fencing_on(behaviour.config):
+            self.log("watchdog: none (no --watchdog-state): under Force the manager will not trust this "
+                     "host's self-fencing; its VMs wait for a power controller when it is cut off")
 
     def route(self, to: str, msg: object) -> None:
         if to == "" and isinstance(msg, _Log):

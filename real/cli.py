@@ -48,8 +48,39 @@ def register(groups: Any) -> None:
     a.add_argument("--address", help="this host's management address (default: the one routing to "
                    "the manager)")
     a.add_argument("--admin-port", type=int, default=1900, help="this host's Thespian port (1900)")
+    a.add_argument("--watchdog-state", metavar="FILE",
+                   help="the state file of this host's watchdog daemon (neverstop real watchdog --state): "
+                   "the agent pets it while self-fencing is on. Without it, under Force the manager never "
+                   "trusts this host's self-fencing")
     a.add_argument("--ready-file", metavar="PATH", help=argparse.SUPPRESS)
     a.set_defaults(func=cmd_agent)
+
+    w = sub.add_parser(
+        "watchdog", help="run a compute host's watchdog daemon (a dead-man switch outside the agent)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run this host's watchdog daemon in the foreground, next to the agent.\n\n"
+        "Under Force the manager restarts a cut-off host's VMs elsewhere once the host's self-fencing\n"
+        "deadline has passed, trusting that its agent killed its guests. If the agent process dies or\n"
+        "hangs, nothing in it can. While self-fencing is on, the agent (--watchdog-state FILE) pets\n"
+        "FILE every heartbeat interval with a deadline; when a deadline passes without a new pet,\n"
+        "this daemon acts once:\n"
+        "  kill-guests  SIGKILL the qemu process of every guest of this host (libvirt's pid files,\n"
+        "               not libvirtd), and keep killing any that appears until the agent pets again\n"
+        "  reboot       sync, then reset the host at once (sysrq b), as a hardware watchdog would\n"
+        "With --device (a hardware watchdog or softdog), it writes to the device on every poll while\n"
+        "it is healthy, so the kernel resets the host if the daemon itself dies or hangs; SIGTERM\n"
+        "stands the device down (magic close). See docs/real-mode.md, 'The host watchdog'.")
+    w.add_argument("--state", required=True, metavar="FILE",
+                   help="the state file the agent pets (the agent's --watchdog-state)")
+    w.add_argument("--action", required=True, choices=["kill-guests", "reboot"],
+                   help="what to do when the agent stops petting")
+    w.add_argument("--device", metavar="DEV", help="a kernel watchdog device to pet while healthy, "
+                   "e.g. /dev/watchdog (never in a test: it resets the machine when not petted)")
+    w.add_argument("--poll", type=float, default=0.25, metavar="SECONDS",
+                   help="how often to read the state file (0.25; at most 5)")
+    w.add_argument("--qemu-pid-dir", default="/run/libvirt/qemu", metavar="DIR",
+                   help="libvirt's qemu pid files (/run/libvirt/qemu, for qemu:///system)")
+    w.set_defaults(func=cmd_watchdog)
 
     st = sub.add_parser("status", help="the VM and host tables, live from the manager")
     st.add_argument("--json", action="store_true", help="print the raw status as JSON")
@@ -108,9 +139,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     try:
         return run_agent(args.manager, args.name, args.libvirt, args.address, args.admin_port,
-                         args.ready_file)
+                         args.ready_file, args.watchdog_state)
     except DaemonError as err:
         raise UsageError(str(err)) from None
+
+
+def cmd_watchdog(args: argparse.Namespace) -> int:
+    from real.watchdog import run_daemon
+
+    try:
+        return run_daemon(args.state, args.action, args.device, args.poll, args.qemu_pid_dir)
+    except ValueError as err:
+        raise UsageError(f"neverstop real watchdog: {err}") from None
 
 
 def _request(args: argparse.Namespace, cmd: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -152,9 +192,16 @@ def format_status(data: dict[str, Any]) -> str:
          v["cluster"], v["state"] + (" (no restart)" if v.get("no_restart") else ""), v["ha"])
         for v in data["vms"]
     ]
+    force = (data.get("config") or {}).get("ha.strategy") == "Force"
+
+    def agent(h: dict[str, Any]) -> str:
+        # Under Force, a host with no watchdog is one whose self-fence the manager never trusts.
+        bare = force and h["agent"] == "up" and not h.get("watchdog", True)
+        return str(h["agent"]) + (", no watchdog" if bare else "")
+
     host_rows = [
         (h["name"], h["ip"] or "-", h["cluster"], h["status"] + (", maintenance" if h["maintenance"] else ""),
-         h["agent"])
+         agent(h))
         for h in data["hosts"]
     ]
     return "\n".join([

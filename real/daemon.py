@@ -186,13 +186,18 @@ def control(socket_path: str, cmd: str, args: dict[str, Any] | None = None,
 
 
 def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, admin_port: int,
-              ready_file: str | None = None) -> int:
+              ready_file: str | None = None, watchdog_state: str | None = None) -> int:
     mgr = split_addr(manager)
+    if watchdog_state:
+        watchdog_state = os.path.abspath(watchdog_state)  # the agent shell runs elsewhere (cwd)
+        if not os.path.isdir(os.path.dirname(watchdog_state)):
+            raise DaemonError(f"--watchdog-state {watchdog_state}: no such directory (start the "
+                              "watchdog daemon first: it creates it)")
     ip = address or source_address_towards(mgr)
     os.environ["THESPIAN_BASE_IPADDR"] = ip
     from thespian.actors import ActorSystem
 
-    from real.management import ADDRESS_CAPABILITY, HOST_CAPABILITY, LIBVIRT_CAPABILITY
+    from real.management import ADDRESS_CAPABILITY, HOST_CAPABILITY, LIBVIRT_CAPABILITY, WATCHDOG_CAPABILITY
     from real.thespian_env import bind_strictly
 
     bind_strictly()
@@ -204,10 +209,11 @@ def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, ad
         HOST_CAPABILITY: name,
         LIBVIRT_CAPABILITY: libvirt_uri,
         ADDRESS_CAPABILITY: ip,
+        WATCHDOG_CAPABILITY: watchdog_state or "",
     }
     asys = ActorSystem("multiprocTCPBase", caps)
     _log(f"agent for {name} on {ip}:{admin_port}, joining the manager at {mgr[0]}:{mgr[1]}; "
-         f"libvirt {libvirt_uri}")
+         f"libvirt {libvirt_uri}; watchdog {watchdog_state or 'none'}")
     if ready_file:
         with open(ready_file, "w") as f:
             f.write(f"{os.getpid()}\n")

@@ -2,8 +2,11 @@
 
 In the simulator a storage pool is an actor; on real hosts it is a mounted directory.
 Each host writes its own record, ``<mount>/.neverstop/heartbeat/<host>``, holding the
-sequence number of its latest write; peers read it when the manager asks them to check
-a suspect host. Nobody compares clocks: the manager only watches the number change.
+sequence number of its latest write and the config revision its self-fencer is armed
+under (``-`` when it is not: self-fencing off, or no watchdog covers the host if its agent
+dies); peers read it when the manager asks them to check a suspect host. The manager
+trusts a host's self-fence only when the record says armed under its own revision.
+Nobody compares clocks: the manager only watches the number change.
 
 Writes and reads run in threads because a dead NFS server blocks them indefinitely. At
 most one write and one read per pool are in flight: while one hangs, later writes are
@@ -30,10 +33,10 @@ def record_path(mount: str, host: str) -> str:
     return os.path.join(mount, HEARTBEAT_DIR, host)
 
 
-def write_record(path: str, seq: int) -> None:
+def write_record(path: str, seq: int, armed: int | None = None) -> None:
     """Overwrite the record in place (no rename: NFS clients may cache the old name)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    data = f"{seq}\n".encode().ljust(RECORD_BYTES, b" ")
+    data = f"{seq} {'-' if armed is None else armed}\n".encode().ljust(RECORD_BYTES, b" ")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         os.pwrite(fd, data, 0)
@@ -42,15 +45,22 @@ def write_record(path: str, seq: int) -> None:
         os.close(fd)
 
 
-def read_record(path: str) -> int | None:
-    """The sequence number in a record; -1 when the host never wrote; None if unreadable."""
+def read_record(path: str) -> tuple[int, int | None] | None:
+    """(sequence number, armed revision or None) in a record; (-1, None) when the host
+    never wrote; None if unreadable. A record with no revision (an older agent) is not
+    armed."""
     try:
         with open(path, "rb") as f:
             data = f.read(RECORD_BYTES)
     except FileNotFoundError:
-        return -1
-    text = data.decode("ascii", "replace").strip()
-    return int(text) if text.isdigit() else None
+        return -1, None
+    words = data.decode("ascii", "replace").split()
+    if not words or not words[0].isdigit() or len(words) > 2:
+        return None
+    armed = words[1] if len(words) == 2 else "-"
+    if armed != "-" and not armed.isdigit():
+        return None
+    return int(words[0]), None if armed == "-" else int(armed)
 
 
 class FileHeartbeat:
@@ -95,10 +105,10 @@ class FileHeartbeat:
         threading.Thread(target=run, name=f"heartbeat-{pool}-{kind}", daemon=True).start()
 
     def _write(self, pool: str, mount: str, msg: HeartbeatWrite) -> None:
-        write_record(record_path(mount, msg.host), msg.seq)
+        write_record(record_path(mount, msg.host), msg.seq, msg.armed)
         self.post(host_addr(msg.host), HeartbeatAck(pool, msg.seq))
 
     def _read(self, pool: str, mount: str, msg: HeartbeatRead) -> None:
-        seq = read_record(record_path(mount, msg.host))
-        if seq is not None:
-            self.post(msg.reply_to, HeartbeatValue(pool, msg.host, msg.req, seq))
+        record = read_record(record_path(mount, msg.host))
+        if record is not None:
+            self.post(msg.reply_to, HeartbeatValue(pool, msg.host, msg.req, *record))

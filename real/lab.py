@@ -5,13 +5,17 @@ Each compute host is a Linux mount + network namespace held by one process (its
 /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt, its own virtlogd and libvirtd
 (TCP on its own address for peer-to-peer migration), a shared directory
 (the NFS pool) and a private one (its LocalStorage), both under the host's /run, and the neverstop
-agent. A veth pair joins each host to a bridge, the management network; the manager runs
-outside, on the bridge's address. Guests are tiny diskless TCG guests (32 MiB).
+agent with its watchdog daemon (``neverstop real watchdog --action kill-guests``, never
+a kernel watchdog device here: arming one would reset the machine). A veth pair joins
+each host to a bridge, the management network; the manager runs outside, on the
+bridge's address. Guests are tiny diskless TCG guests (32 MiB).
 
 Faults are real: ``power-off`` SIGKILLs every process of the host's namespaces at once
 (agent, libvirtd, qemu) and the namespaces vanish with them; ``vm-crash`` SIGKILLs a
-guest's qemu; ``network-down`` takes the host's link down. The power controller is the
-lab's knowledge of whether the host's holder process lives (a pid file).
+guest's qemu; ``network-down`` takes the host's link down; ``agent-crash`` SIGKILLs the
+agent's processes only, leaving libvirtd, the guests and the watchdog daemon running
+(``agent-restart`` starts it again). The power controller is the lab's knowledge of
+whether the host's holder process lives (a pid file).
 
 ``down`` removes everything: processes (found by namespace and by command line, since
 Thespian daemonizes), the bridge, the directory. It runs on ``up`` failures, at exit of
@@ -81,6 +85,11 @@ class LabState:
     @property
     def cluster_file(self) -> str:
         return os.path.join(self.dir, "cluster.toml")
+
+    def watchdog_state(self, name: str) -> str:
+        """Where host ``name``'s agent pets its watchdog daemon (outside the host's /run,
+        so that ``lab status`` can read it from outside)."""
+        return os.path.join(self.dir, "hosts", name, "watchdog.state")
 
     def host(self, name: str) -> LabHost:
         for h in self.hosts:
@@ -165,8 +174,9 @@ def _kill_until_gone(find: Any, rounds: int = 100) -> None:
 
 def qemu_pids(vm: str) -> list[int]:
     """Every qemu process of guest ``vm``, on any host of this machine."""
-    marker = f"guest={vm},"
-    return [p for p in _pids() if "qemu-system" in (cmd := _cmdline(p)) and marker in cmd + ","]
+    from real.qemu import cmdline_of, guest_name
+
+    return [p for p in _pids() if guest_name(cmdline_of(p)) == vm]
 
 
 # -- configuration files ----------------------------------------------------------------------------
@@ -267,6 +277,9 @@ def up(directory: str = DEFAULT_DIR, hosts: int = 3, subnet: str = DEFAULT_SUBNE
         _start_guests(state)
         _start_manager(state)
         for h in state.hosts:
+            _start_watchdog(state, h)
+        for h in state.hosts:
+            _wait_watchdog(state, h)
             _start_agent(state, h)
         _wait_agents(state)
     except BaseException:
@@ -373,7 +386,35 @@ def _start_manager(state: LabState) -> None:
 def _start_agent(state: LabState, h: LabHost) -> None:
     _spawn(state, h.name, ["nsenter", "-t", str(h.holder_pid), "-m", "-n", "--", *_python(), "real", "agent",
                            "--manager", f"{state.bridge_ip}:{state.manager_port}", "--name", h.name,
-                           "--libvirt", "qemu:///system", "--address", h.ip, "--admin-port", str(AGENT_PORT)])
+                           "--libvirt", "qemu:///system", "--address", h.ip, "--admin-port", str(AGENT_PORT),
+                           "--watchdog-state", state.watchdog_state(h.name)])
+
+
+def _start_watchdog(state: LabState, h: LabHost) -> None:
+    """The host's watchdog daemon, inside its namespaces like the agent: it must see the
+    host's own /run/libvirt/qemu pid files, and kill only this host's guests."""
+    _spawn(state, f"{h.name}-watchdog", ["nsenter", "-t", str(h.holder_pid), "-m", "-n", "--", *_python(),
+                                         "real", "watchdog", "--state", state.watchdog_state(h.name),
+                                         "--action", "kill-guests"])
+
+
+def _wait_watchdog(state: LabState, h: LabHost, timeout_s: float = 20) -> None:
+    from real.watchdog import daemon_running
+
+    deadline = time.monotonic() + timeout_s
+    while daemon_running(state.watchdog_state(h.name)) is None:
+        if time.monotonic() > deadline:
+            log = Path(state.dir, f"{h.name}-watchdog.log").read_text()[-1000:]
+            raise LabError(f"{h.name}: the watchdog daemon did not start: {log}")
+        time.sleep(0.05)
+
+
+def agent_pids(state: LabState, host: str) -> list[int]:
+    """The agent's processes on ``host``: the command and the Thespian processes it forked
+    (they keep its command line), not libvirtd, qemu or the watchdog daemon."""
+    h = state.host(host)
+    marker = f"real agent --manager {state.bridge_ip}:{state.manager_port} --name {host} "
+    return [p for p in processes_of(h) if marker in _cmdline(p) + " "]
 
 
 def _wait_agents(state: LabState, timeout_s: float = 60) -> None:
@@ -410,6 +451,24 @@ def vm_crash(state: LabState, vm: str) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return pids
+
+
+def agent_crash(state: LabState, host: str) -> list[int]:
+    """SIGKILL the host's agent (every process of it at once); its guests, libvirtd and
+    watchdog daemon run on. The pids killed."""
+    killed = agent_pids(state, host)
+    _kill_until_gone(lambda: agent_pids(state, host))
+    return killed
+
+
+def agent_restart(state: LabState, host: str) -> None:
+    """Start the host's agent again (after ``agent_crash``); it rejoins the manager."""
+    h = state.host(host)
+    if not _alive(h):
+        raise LabError(f"{host} is powered off")
+    if agent_pids(state, host):
+        raise LabError(f"{host}'s agent is running")
+    _start_agent(state, h)
 
 
 def network(state: LabState, host: str, up_: bool) -> None:
@@ -483,9 +542,10 @@ def register(groups: Any) -> None:
     u.add_argument("--subnet", default=DEFAULT_SUBNET)
     d = sub.add_parser("down", help="remove the lab and everything it started")
     f = sub.add_parser("fault", help="inject a real fault")
-    f.add_argument("fault", choices=["power-off", "vm-crash", "network-down", "network-up"])
-    f.add_argument("target", help="a host (power-off, network-*) or a VM (vm-crash)")
-    s = sub.add_parser("status", help="guests per host as libvirt sees them, and leftovers")
+    f.add_argument("fault", choices=["power-off", "vm-crash", "network-down", "network-up", "agent-crash",
+                                     "agent-restart"])
+    f.add_argument("target", help="a host (power-off, network-*, agent-*) or a VM (vm-crash)")
+    s = sub.add_parser("status", help="guests per host as libvirt sees them, agents and watchdogs")
     for p in (u, d, f, s):
         p.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory ({DEFAULT_DIR})")
     u.set_defaults(func=_cmd_up)
@@ -523,6 +583,11 @@ def _cmd_fault(args: argparse.Namespace) -> int:
         elif args.fault == "vm-crash":
             if not vm_crash(state, args.target):
                 raise LabError(f"no qemu process of {args.target}")
+        elif args.fault == "agent-crash":
+            if not agent_crash(state, args.target):
+                raise LabError(f"no agent process on {args.target}")
+        elif args.fault == "agent-restart":
+            agent_restart(state, args.target)
         else:
             network(state, args.target, args.fault == "network-up")
     except LabError as err:
@@ -536,8 +601,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
         state = LabState.load(args.dir)
     except LabError as err:
         return _usage(err)
+    from real.watchdog import describe
+
     for h in state.hosts:
-        print(f"{h.name} {h.ip} {'on' if _alive(h) else 'off'}: {', '.join(guests_on(state, h.name)) or '-'}")
+        on = _alive(h)
+        print(f"{h.name} {h.ip} {'on' if on else 'off'}: {', '.join(guests_on(state, h.name)) or '-'}")
+        if on:
+            agent = f"agent {min(pids)}" if (pids := agent_pids(state, h.name)) else "NO agent"
+            print(f"    {agent}; watchdog: {describe(state.watchdog_state(h.name))}")
     return 0
 
 

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import libvirt
 
@@ -34,6 +32,7 @@ from actors.inventory import VmDef
 from actors.messages import GuestStopped, HvDone
 from actors.states import StopReason
 from real.domain import GuestTemplate, domain_xml, pool_of
+from real.qemu import QEMU_PID_DIR, kill_qemu
 
 Deliver = Callable[[object], None]
 Log = Callable[[str], None]
@@ -111,7 +110,7 @@ class LibvirtHypervisor:
                  migration_target: MigrationTarget | None = None, log: Log | None = None,
                  refresh_s: float = 2.0, keepalive_interval_s: int = 5, keepalive_count: int = 3,
                  shutdown_timeout_s: float = 30.0, connect_wait_s: float = 20.0,
-                 qemu_pid_dir: str = "/run/libvirt/qemu") -> None:
+                 qemu_pid_dir: str = QEMU_PID_DIR) -> None:
         self.host = host
         self.uri = uri
         self.deliver = deliver
@@ -211,17 +210,8 @@ class LibvirtHypervisor:
         """SIGKILL the guest's qemu, found through libvirt's pid file; False if none."""
         if not self.qemu_pid_dir:
             return False
-        try:
-            pid = int(Path(self.qemu_pid_dir, f"{vm}.pid").read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return False
-        if b"qemu" not in cmdline or f"guest={vm}".encode() not in cmdline:
-            return False  # a stale pid file: that pid is somebody else now
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        self.log(f"{self.host}: fencer killed qemu {pid} of {vm}")
-        return True
+        return kill_qemu(self.qemu_pid_dir, vm, lambda text: self.log(f"{self.host}: {text}"),
+                         "fencer killed") is not None
 
     # -- test and lab hooks ------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from sim.units import UnitError, parse_duration
 HOST_CAPABILITY = "neverstop.host"
 LIBVIRT_CAPABILITY = "neverstop.libvirt"
 ADDRESS_CAPABILITY = "neverstop.address"
+WATCHDOG_CAPABILITY = "neverstop.watchdog"  # the agent's --watchdog-state ("" for none)
 MANAGER_GLOBAL_NAME = "neverstop-manager"
 TRANSITIONS_KEPT = 1000  # recent VM state changes shown by the status (wall-clock times)
 
@@ -82,6 +83,7 @@ class ManagementShell(NodeShell):
         self.no_restart: dict[str, bool] = {}
         self.host_status: dict[str, str] = {}
         self.agents: dict[str, str] = {}  # host -> "booting" | "up"
+        self.watchdogs: dict[str, bool] = {}  # host -> its agent runs with a watchdog
         self.host_ips: dict[str, str] = {}
         self.maintenance: set[str] = set()
         self.power: dict[str, PowerController] = {}
@@ -124,7 +126,7 @@ class ManagementShell(NodeShell):
         shared = {p.name for p in self.inventory.pools if p.shared}
         return tuple(p for p in self.inventory.host(host).pools if p in shared)
 
-    def _host_spec(self, host: str, uri: str) -> HostSpec:
+    def _host_spec(self, host: str, uri: str, watchdog_state: str = "") -> HostSpec:
         assert self.cluster is not None and self.inventory is not None
         s = self.cluster.settings
         migration = {}
@@ -134,7 +136,7 @@ class ManagementShell(NodeShell):
                                      s.migration_stream.format(ip=ip, host=other.name))
         mounts = {p: s.mounts[p] for p in self._shared_pools(host) if p in s.mounts}
         return HostSpec(host, uri, s.template(), mounts, migration, s.shutdown_timeout_s,
-                        s.libvirt_refresh_s, s.run_dir)
+                        s.libvirt_refresh_s, s.run_dir, watchdog_state)
 
     def _host_joined(self, msg: Any) -> None:
         caps = msg.remoteCapabilities or {}
@@ -152,16 +154,19 @@ class ManagementShell(NodeShell):
         if not self.host_ips.get(host) and caps.get(ADDRESS_CAPABILITY):
             self.host_ips[host] = caps[ADDRESS_CAPABILITY]
         uri = caps.get(LIBVIRT_CAPABILITY, "qemu:///system")
+        watchdog_state = str(caps.get(WATCHDOG_CAPABILITY) or "")
+        self.watchdogs[host] = bool(watchdog_state)
         addr = self.createActor(AgentShell, targetActorRequirements={HOST_CAPABILITY: host})
         self.nodes[host] = addr
         self.agents[host] = "booting"
         agent = HostAgent(host, self._shared_pools(host), self.config)
         self.send(addr, AgentBoot(node=host, cells=((host_addr(host), agent),), nodes=dict(self.nodes),
-                                  seed=self.seed, spec=self._host_spec(host, uri)))
+                                  seed=self.seed, spec=self._host_spec(host, uri, watchdog_state)))
         for other, other_addr in self.nodes.items():
             if other not in (MGMT, host):
                 self.send(other_addr, Nodes({host: addr}))
-        self.log(f"{host} joined: agent shell placed there (libvirt {uri})")
+        self.log(f"{host} joined: agent shell placed there (libvirt {uri}, "
+                 f"watchdog {watchdog_state or 'none'})")
 
     # -- devices: power controllers ----------------------------------------------------------------
 
@@ -295,7 +300,7 @@ class ManagementShell(NodeShell):
         hosts = [{
             "name": h, "ip": self.host_ips.get(h, ""), "cluster": host_info[h].cluster,
             "status": self.host_status.get(h, "Connected"), "maintenance": h in self.maintenance,
-            "agent": self.agents.get(h, "absent"),
+            "agent": self.agents.get(h, "absent"), "watchdog": self.watchdogs.get(h, False),
         } for h in sorted(host_info)]
         return {"vms": vms, "hosts": hosts, "config": self.config.as_keys(),
                 "transitions": list(self.transitions)}

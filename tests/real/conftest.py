@@ -43,8 +43,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
-@pytest.fixture
-def lab() -> Iterator[object]:
+def _lab(strategy: str) -> Iterator[object]:
     from real import lab as labmod
 
     try:
@@ -55,9 +54,21 @@ def lab() -> Iterator[object]:
         pytest.skip(f"the lab cannot run here: {err}")
     state = None
     try:
-        state = labmod.up(LAB_DIR, hosts=3, log=lambda _t: None)
+        state = labmod.up(LAB_DIR, hosts=3, strategy=strategy, log=lambda _t: None)
         yield state
     finally:
         labmod.down(LAB_DIR, log=lambda _t: None)
         left = labmod.leftovers(LAB_DIR)
         assert not left, f"the lab left things behind: {left}"
+
+
+@pytest.fixture
+def lab() -> Iterator[object]:
+    """The lab under Permissive (the default strategy)."""
+    yield from _lab("Permissive")
+
+
+@pytest.fixture
+def lab_force() -> Iterator[object]:
+    """The lab under Force: hosts self-fence, and their watchdog daemons back the fence."""
+    yield from _lab("Force")

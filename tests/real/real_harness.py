@@ -107,7 +107,9 @@ pidfile = "{dir}/power/{{host}}.pid"
 
 
 class LoopbackCluster:
-    def __init__(self, workdir: Path, cluster_toml: str, shared_pools: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path, cluster_toml: str, shared_pools: tuple[str, ...] = (),
+                 watchdog: bool = False) -> None:
+        self.watchdog = watchdog  # agents pet <dir>/<host>.watchdog (no daemon watches it here)
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "power").mkdir(exist_ok=True)
@@ -171,8 +173,12 @@ class LoopbackCluster:
     def start_agent(self, host: str) -> None:
         self._spawn(host, ["real", "agent", "--manager", f"127.0.0.1:{self.base}", "--name", host,
                            "--libvirt", f"test://{self.dir}/{host}.xml", "--address", "127.0.0.1",
-                           "--admin-port", str(self.ports[host])])
+                           "--admin-port", str(self.ports[host]),
+                           *(["--watchdog-state", self.watchdog_state(host)] if self.watchdog else [])])
         (self.dir / "power" / f"{host}.pid").write_text(pidfile_line(self.procs[host].pid))
+
+    def watchdog_state(self, host: str) -> str:
+        return str(self.dir / f"{host}.watchdog")
 
     def power_off(self, host: str) -> None:
         """Every process of the host dies at once (its test-driver guests with it)."""

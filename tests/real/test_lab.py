@@ -17,6 +17,8 @@ from real_harness import record_recovery
 
 from real import lab as labmod
 from real.daemon import DaemonError, control
+from real.heartbeat import read_record, record_path
+from real.watchdog import ARMED, FIRED, read_state
 
 pytestmark = pytest.mark.lab
 
@@ -181,3 +183,56 @@ def test_losing_the_management_link_restarts_nothing_elsewhere(lab: labmod.LabSt
     status = w.status()
     assert "Starting" not in w.seen(status, "vm-shared-2")
     assert libvirt_hosts(lab, "vm-shared-2") == ["host-2"]
+
+
+def test_agent_crash_under_force_is_fenced_by_the_watchdog(lab_force: labmod.LabState) -> None:
+    """The agent of a host dies; the host, libvirtd and the guest live on. The host's
+    watchdog daemon, no longer petted, kills the guest; the manager, seeing the heartbeat
+    stop (armed), restarts the VM on another host. Never two qemu processes of the VM."""
+    lab = lab_force
+    record = record_path(str(Path(lab.dir, "shared")), "host-2")
+    deadline = time.monotonic() + 15
+    while (read_record(record) or (0, None))[1] is None:  # host-2's heartbeat claims armed
+        assert time.monotonic() < deadline, "host-2 never claimed an armed self-fencer"
+        time.sleep(0.1)
+    vms = ("vm-shared-2",)
+    w = Watch(lab)
+    assert labmod.agent_crash(lab, "host-2")
+    t0 = time.monotonic()
+    while labmod.qemu_pids("vm-shared-2"):
+        w.sample(vms)
+        assert time.monotonic() - t0 < 10, "the watchdog did not kill the guest"
+        time.sleep(0.02)
+    killed_s = time.monotonic() - t0
+    report("agent crash (Force) -> the watchdog killed the guest", killed_s)
+    # tuned: 3 heartbeat intervals after the last pet (before the crash), polled every 0.25 s; the
+    # manager's window (about 13 s after the last heartbeat it saw change) is far behind
+    assert killed_s <= 3.0 + 1.5
+    elapsed = w.until(lambda s: vm(s, "vm-shared-2")[0] == "Running" and vm(s, "vm-shared-2")[1] != "host-2",
+                      60, "vm-shared-2 Running on another host", vms)
+    report("agent crash (Force) -> shared-storage guest Running on another host", elapsed)
+    status = w.status()
+    new_host = vm(status, "vm-shared-2")[1]
+    assert went(w.seen(status, "vm-shared-2"), "Unknown", "Starting", "Running")
+    assert libvirt_hosts(lab, "vm-shared-2") == [new_host]
+    assert w.max_qemu["vm-shared-2"] <= 1, w.max_qemu
+    log = Path(lab.dir, "host-2-watchdog.log").read_text()
+    assert log.count("FIRED") == 1 and "vm-shared-2 (qemu" in log, log
+    fired = read_state(lab.watchdog_state("host-2"))
+    assert fired is not None and fired.state == FIRED
+    # The agent comes back: it arms its watchdog again; nothing moves back or starts twice.
+    w2 = Watch(lab)
+    labmod.agent_restart(lab, "host-2")
+    t1 = time.monotonic()
+    while True:
+        state = read_state(lab.watchdog_state("host-2"))
+        if state is not None and state.state == ARMED and state.pid != fired.pid:
+            break
+        w2.sample(vms)
+        assert time.monotonic() - t1 < 30, Path(lab.dir, "host-2.log").read_text()[-2000:]
+        time.sleep(0.05)
+    report("agent restart (Force) -> watchdog armed again", time.monotonic() - t1)
+    w2.until(lambda s: next(h for h in s["hosts"] if h["name"] == "host-2")["status"] == "Connected",
+             30, "host-2 Connected again", vms)
+    w2.hold(lambda s: vm(s, "vm-shared-2") == ("Running", new_host), 3, "stays where it was restarted", vms)
+    assert w2.max_qemu["vm-shared-2"] <= 1 and libvirt_hosts(lab, "vm-shared-2") == [new_host]

@@ -161,12 +161,17 @@ def test_power_controllers(tmp_path: Path) -> None:
 
 def test_heartbeat_records(tmp_path: Path) -> None:
     path = record_path(str(tmp_path), "host-1")
-    assert read_record(path) == -1
-    write_record(path, 41)
+    assert read_record(path) == (-1, None)
+    write_record(path, 41, 3)
     write_record(path, 7)  # a rebooted host counts again from the start: the last write counts
-    assert read_record(path) == 7
-    Path(path).write_bytes(b"garbage")
-    assert read_record(path) is None
+    assert read_record(path) == (7, None)  # and an unarmed write overwrites the revision
+    write_record(path, 8, 12)
+    assert read_record(path) == (8, 12)  # armed under config revision 12
+    Path(path).write_bytes(b"41\n")
+    assert read_record(path) == (41, None)  # an older agent's record: not armed
+    for garbage in (b"garbage", b"41 x", b"41 2 3", b""):
+        Path(path).write_bytes(garbage)
+        assert read_record(path) is None, garbage
 
 
 def test_status_table() -> None:
