@@ -357,10 +357,15 @@ class VmActor(Behaviour):
                 ctx.send(MANAGER, Release(self.name, self.host))
                 self.host = self.migrate_dest
                 self._set(ctx, VmState.RUNNING)
+                self._follow_up(ctx)
             else:
-                ctx.send(MANAGER, Release(self.name, self.migrate_dest))
+                # Usually the guest stayed on the source. But an agent restarted since it
+                # carried the migration out has forgotten it and answers a repeat with "not
+                # running here": look on the source, then on the destination (which keeps
+                # its slot until then), before believing either.
+                self.maybe_on = [self.migrate_dest]
                 self._set(ctx, VmState.RUNNING)
-            self._follow_up(ctx)
+                self._query(ctx)
         elif op is Op.QUERY:
             if msg.ok:
                 self._settle_candidates(ctx)

@@ -38,6 +38,7 @@ class SimHypervisor:
         self.peers = hypervisors
         self.guests: dict[str, str] = {}  # vm -> pool
         self.powered = True
+        self.booted = True  # powered and its daemon up: False from power loss until boot ends
         self.power_epoch = 0
         self.hung_view: dict[str, str] | None = None  # what libvirt last said, while hung
         self.waiting: list[Any] = []  # calls and events held back by a hung daemon
@@ -99,13 +100,14 @@ class SimHypervisor:
         pool = self.guests.get(vm, "")
         dest_fences = dest.fences.get(pool, 0)
         dest_epoch = dest.power_epoch
+        dest_up = dest.booted  # a host still booting has no daemon to receive the guest
         mem_gib = self.truth.vm_mem[vm] / 1024
 
         def moved(_: Any) -> None:
             if not self._alive(epoch):
                 return
-            reset = not dest._alive(dest_epoch)  # the destination lost power or was reset
-            if vm not in self.guests or reset or dest.fences.get(pool, 0) != dest_fences:
+            down = not dest_up or not dest._alive(dest_epoch)  # booting, or lost power/reset since
+            if vm not in self.guests or down or dest.fences.get(pool, 0) != dest_fences:
                 self._to_agent(HvDone(token, False, "migration failed"))
                 return
             now = self.runtime.env.now
@@ -141,6 +143,7 @@ class SimHypervisor:
             self.truth.end_run(now, vm, self.host)
         self.guests.clear()
         self.powered = False
+        self.booted = False
         self.power_epoch += 1
         self.hung_view = None  # a reboot brings a fresh daemon
         self.waiting.clear()

@@ -207,6 +207,7 @@ class Simulation:
 
         def booted(_: Any) -> None:
             if hv.powered and hv.power_epoch == epoch:
+                hv.booted = True
                 self._boot_agent(host)
 
         self.env.timeout(HOST_BOOT_S).callbacks.append(booted)

@@ -507,6 +507,16 @@ def _parse_network(top: _Table) -> NetworkCondition:
     )
 
 
+def parse_network_table(doc: dict[str, Any], path: str) -> NetworkCondition:
+    """The ``[network]`` table of a parsed TOML document, checked by the rules of a scenario
+    file: for files that hold only a network condition (``profiles/lossy-lan.toml``).
+    Raises ScenarioError."""
+    try:
+        return _parse_network(_Table(doc, ""))
+    except (_Invalid, UnitError) as err:
+        raise ScenarioError(path, err.where, err.reason) from None
+
+
 def _ratio(limit: float) -> Callable[[object, str], float]:
     """A number from 0 to ``limit`` (a probability, a clock-rate error)."""
 

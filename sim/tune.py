@@ -75,7 +75,7 @@ PROFILE_SKIP = frozenset({"ha.enable", "ha.strategy"})  # policy choices, not ti
 
 def load_network(path: str | Path) -> NetworkCondition:
     """The ``[network]`` table of a TOML file, checked exactly as in a scenario file."""
-    from sim.scenario import _Invalid, _parse_network, _Table  # the scenario parser's own rules
+    from sim.scenario import ScenarioError, parse_network_table
 
     name = str(path)
     try:
@@ -90,9 +90,9 @@ def load_network(path: str | Path) -> NetworkCondition:
     if "network" not in doc:
         raise ParamError(f"{name}: no [network] table (e.g. [network] loss = 0.01, jitter = \"50ms\")")
     try:
-        return _parse_network(_Table(doc, ""))
-    except (_Invalid, UnitError) as err:
-        raise ParamError(f"{name}: {err.where}: {err.reason}") from None
+        return parse_network_table(doc, name)
+    except ScenarioError as err:
+        raise ParamError(str(err)) from None
 
 
 def _toml_value(key: str, value: Any) -> str:

@@ -501,10 +501,32 @@ def test_failed_migration_keeps_the_vm_on_its_host() -> None:
     vm.receive(ctx, PlaceReply("vm1", place.req, "h2"))
     move = ctx.take_one(MigrateVm)
     vm.receive(ctx, OpReply("h1", "vm1", move.req, False, "migration failed"))
-    # The destination's slot is given back, and the VM claims h1 again: the manager's
-    # home index must not keep pointing at the destination.
-    assert drain(ctx) == [("manager", Release("vm1", "h2")), ("manager", Claim("vm1", "h1"))]
+    # The VM claims h1 again (the manager's home index must not keep pointing at the
+    # destination) and asks h1 whether the guest is there before it gives h2's slot back.
+    assert ctx.take(Claim) == [Claim("vm1", "h1")]
+    query = ctx.take_one(QueryVm, to="host/h1")
+    assert drain(ctx) == []
+    vm.receive(ctx, OpReply("h1", "vm1", query.req, True))
+    assert drain(ctx) == [("manager", Release("vm1", "h2"))]
     assert ctx.published[-1] == VmViewChanged("vm1", RUNNING, "h1")
+    assert vm.host == "h1" and vm.state is RUNNING
+
+
+def test_a_migration_the_source_forgot_is_looked_for_on_the_destination() -> None:
+    """The source's agent restarted after it carried the migration out: it answers a
+    repeat of the order with "not running here". The guest is on h2, not gone."""
+    vm, ctx = make()
+    vm.receive(ctx, Evacuate("h1"))
+    place = ctx.take_one(PlaceRequest)
+    vm.receive(ctx, PlaceReply("vm1", place.req, "h2"))
+    move = ctx.take_one(MigrateVm)
+    vm.receive(ctx, OpReply("h1", "vm1", move.req, False, "not running here"))
+    query = ctx.take_one(QueryVm, to="host/h1")
+    vm.receive(ctx, OpReply("h1", "vm1", query.req, False))
+    query = ctx.take_one(QueryVm, to="host/h2")
+    vm.receive(ctx, OpReply("h2", "vm1", query.req, True))
+    assert vm.host == "h2" and vm.state is RUNNING
+    assert ctx.take(PlaceRequest) == [] and ctx.take(StartVm) == []  # nothing restarted
 
 
 def test_evacuate_stops_a_local_vm() -> None:
