@@ -310,15 +310,22 @@ NOTES = """## Reading the figures
 
 - Deliveries grow exactly linearly with the cluster (slope 1.00): the model does no more work
   per host in a larger datacenter, and no step of the runtime, the network model or the HA
-  manager scans all hosts or all VMs per event. The event queue stays short (a few hundred
-  entries: one timer per actor that waits, and the messages in flight), so its log factor
-  does not grow either.
+  manager scans all hosts or all VMs per event. The event queue holds about two entries per
+  host (the timers that wait and the messages in flight, 652 at 300 hosts): its log factor
+  grows by about a third from 100 to 3,000 hosts.
 - What grows is the cost of each delivery (the "us/delivery" column): a larger cluster is a
-  larger working set that misses the processor's caches more often. So memory per VM is
-  speed: "Where the memory goes" lists what holds it. Each actor's random generator (2.5 KiB
+  larger working set that misses the processor's caches and TLB more often. So memory per VM
+  is speed: "Where the memory goes" lists what holds it. Each actor's random generator (2.5 KiB
   of Mersenne Twister state) used to be made with the actor and was 43% of all memory; it is
-  now made on first use, which cut memory by 40% and the slope from 1.08 on a quiet machine
-  and 1.22 on a busy one to 1.06 on both.
+  now made on first use, which cut memory by 40%.
+- The slope depends on how fast the machine's memory is at the time, not only on the code.
+  The same commit (3f406a1) measured 1.06 three times between 19:25 and 19:35 UTC and 1.19 to
+  1.22 six times between 20:26 and 20:36 UTC on 2026-11-24, with nothing else running: the
+  cost per delivery at 3,000 hosts went from 2.2 to 4.1 us while at 100 hosts it stayed at 1.8
+  to 2.0 us. This VM shares its host, its kernel runs DAMON (`kdamond`, which samples page
+  accesses), and transparent huge pages are `madvise` only, so Python's heap is in 4 KiB pages:
+  a 300 MiB working set touched round robin pays for every miss. Read the slope together with
+  the load average and the 100-host us/delivery above.
 - Nine deliveries in ten are the storage heartbeat: per host, a timer, a write and its
   acknowledgement every `ha.host.selfFencer.interval` (5 s), 0.6 per host per second. Pings
   are most of the rest: a tick, the ping, the pong and a timeout every `host.ping.interval`
