@@ -63,8 +63,10 @@ class WatchdogPort(Protocol):
     it on every heartbeat tick while self-fencing is on.
     """
 
-    def pet(self, timeout_s: float) -> None:
-        """Arm, or re-arm: reset the host unless petted again within ``timeout_s``."""
+    def pet(self, timeout_s: float) -> bool:
+        """Arm, or re-arm: reset the host unless petted again within ``timeout_s``.
+        Whether a watchdog is known to be watching: only then may the agent claim that its
+        guests are covered if it dies (a daemon that was never started covers nothing)."""
         ...
 
     def disarm(self) -> None:

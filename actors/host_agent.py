@@ -207,8 +207,7 @@ class HostAgent(Behaviour):
             return False
         if any(p not in self.hb_acked and self._pool_fresh(p) for p in self.shared_pools):
             return False
-        watchdog.pet(self.config.watchdog_timeout_s)
-        return True
+        return watchdog.pet(self.config.watchdog_timeout_s)
 
     def _fence(self, ctx: Context, pool: str) -> None:
         """Kill every guest whose disk is on ``pool``, and void any start on it still in

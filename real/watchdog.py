@@ -58,7 +58,7 @@ STATE_MAX_BYTES = 4096
 DEFAULT_POLL_S = 0.25
 SURVIVOR_GRACE_S = 10.0  # a qemu still there this long after SIGKILL is stuck in the kernel
 SYNC_TIMEOUT_S = 2.0  # before a reset: a sync that hangs on dead storage must not stop it
-DAEMON_CHECK_S = 30.0  # how often an agent checks that a daemon watches its state file
+DAEMON_CHECK_S = 5.0  # how often an agent checks that a daemon watches its state file (cheap)
 SYSRQ_TRIGGER = "/proc/sysrq-trigger"
 
 Log = Callable[[str], None]
@@ -198,12 +198,16 @@ class FileWatchdog:
         with contextlib.suppress(OSError):
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
 
-    def pet(self, timeout_s: float) -> None:
+    def pet(self, timeout_s: float) -> bool:
+        """Write the deadline; True only if it was written and a daemon was seen watching
+        the file at the last check (every ``daemon_check_s``): the agent claims its
+        guests covered only then."""
         now = self.clock()
         self._write(WatchdogRecord(ARMED, now + timeout_s, timeout_s, self.pid, self.boot))
         if now >= self._next_daemon_check:
             self._next_daemon_check = now + self.daemon_check_s
             self._check_daemon()
+        return bool(self._daemon_seen) and not self._write_failed
 
     def disarm(self) -> None:
         self._write(WatchdogRecord(DISARMED, 0.0, 0.0, self.pid, self.boot))
@@ -222,13 +226,13 @@ class FileWatchdog:
         self._write_failed = False
 
     def _check_daemon(self) -> None:
-        """Say so, once per change, when no daemon watches the file: the manager trusts
-        this host's self-fence, but nothing would act if this agent died."""
+        """Say so, once per change, when no daemon watches the file: the agent then does
+        not claim its guests covered, and the manager does not trust its self-fence."""
         seen = daemon_running(self.path) is not None
         if seen != self._daemon_seen:
             if not seen:
-                self.log(f"watchdog: NO watchdog daemon watches {self.path}: if this agent dies, "
-                         "nothing kills its guests (start neverstop-watchdog)")
+                self.log(f"watchdog: NO watchdog daemon watches {self.path}: the manager will not "
+                         "trust this host's self-fencing (start neverstop-watchdog)")
             elif self._daemon_seen is False:
                 self.log(f"watchdog: a watchdog daemon watches {self.path} again")
         self._daemon_seen = seen

@@ -45,11 +45,12 @@ class Watchdog:
         self.check_queued = False
         self.resets = 0
 
-    def pet(self, timeout_s: float) -> None:
+    def pet(self, timeout_s: float) -> bool:
         env = self.runtime.env
         self.deadline = float(env.now) + timeout_s / self.runtime.clock_rate(self.host)
         if not self.check_queued:
             self._check_at(self.deadline)
+        return True  # the hardware is always there
 
     def disarm(self) -> None:
         self.deadline = None

@@ -59,13 +59,16 @@ class FakeHypervisor:
 
 @dataclass
 class FakeWatchdog:
-    """Records pets (their timeouts) and disarms; it never fires by itself."""
+    """Records pets (their timeouts) and disarms; it never fires by itself. ``watching``
+    is what a pet answers: whether anything would act on a missed deadline."""
 
     pets: list[float] = field(default_factory=list)
     disarms: int = 0
+    watching: bool = True
 
-    def pet(self, timeout_s: float) -> None:
+    def pet(self, timeout_s: float) -> bool:
         self.pets.append(timeout_s)
+        return self.watching
 
     def disarm(self) -> None:
         self.disarms += 1

@@ -188,6 +188,19 @@ def test_permissive_never_pets_and_switching_to_it_disarms() -> None:
     assert watchdog_of(ctx).disarms == 1  # at once: the agent will not pet any more
 
 
+def test_a_pet_that_nobody_watches_is_not_claimed() -> None:
+    """A watchdog daemon that was never started (or died) covers nothing if the agent dies."""
+    agent, ctx = make(FORCE)
+    watchdog_of(ctx).watching = False
+    run(agent, ctx, 5 * FORCE.self_fencer_interval_s, {"nfs": 0.5, "ceph": 0.5})
+    assert watchdog_of(ctx).pets  # it keeps petting: the daemon may come (back)
+    ctx.advance(agent, FORCE.self_fencer_interval_s)
+    assert {w.armed for w in ctx.take(HeartbeatWrite)} == {None}
+    watchdog_of(ctx).watching = True
+    ctx.advance(agent, FORCE.self_fencer_interval_s)
+    assert {w.armed for w in ctx.take(HeartbeatWrite)} == {FORCE.revision}
+
+
 def test_a_host_without_a_watchdog_never_claims_its_guests_self_fenced() -> None:
     hv = FakeHypervisor(guests=dict(GUESTS))
     ctx = FakeContext(address="host/h1", hypervisor=hv, watchdog=None)

@@ -136,7 +136,7 @@ def test_file_watchdog_says_once_when_it_cannot_write_or_nobody_watches(tmp_path
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     wd = FileWatchdog(str(blocker / "watchdog.state"), log=lines.append)
-    wd.pet(3.0)
+    assert wd.pet(3.0) is False  # nothing written, nobody watching
     wd.pet(3.0)
     assert len([x for x in lines if "cannot write" in x]) == 1
     assert len([x for x in lines if "NO watchdog daemon" in x]) == 1
@@ -145,14 +145,14 @@ def test_file_watchdog_says_once_when_it_cannot_write_or_nobody_watches(tmp_path
     path = str(tmp_path / "watchdog.state")
     clock = Clock()
     wd = FileWatchdog(path, log=lines.append, clock=clock, daemon_check_s=1.0)
-    wd.pet(3.0)
+    assert wd.pet(3.0) is False  # written, but no daemon: the agent must not claim it
     assert any("NO watchdog daemon" in x for x in lines)
     Path(daemon_pidfile(path)).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
     clock.t += 0.5
-    wd.pet(3.0)  # not checked again yet
+    assert wd.pet(3.0) is False  # not checked again yet
     assert not any("again" in x for x in lines)
     clock.t += 1.0
-    wd.pet(3.0)
+    assert wd.pet(3.0) is True
     assert lines[-1].endswith(f"watches {path} again")
 
 
@@ -526,16 +526,25 @@ def test_the_agent_pets_its_watchdog_under_force_and_disarms_it_under_permissive
     try:
         cluster.start()
         state = cluster.watchdog_state("host-1")
-        deadline = time.monotonic() + 20
-        while True:
-            rec = read_record(record_path(str(tmp_path / "nfs-1"), "host-1"))
-            wd = read_state(state) if os.path.exists(state) else None
-            if wd is not None and wd.state == ARMED and rec is not None and rec[1] is not None:
-                break
-            assert time.monotonic() < deadline, (rec, wd, cluster.log("host-1"))
-            time.sleep(0.1)
+        heartbeat = record_path(str(tmp_path / "nfs-1"), "host-1")
+
+        def wait_for(armed_claimed: bool) -> WatchdogRecord:
+            deadline = time.monotonic() + 20
+            while True:
+                rec = read_record(heartbeat)
+                wd = read_state(state) if os.path.exists(state) else None
+                claimed = rec is not None and rec[1] is not None
+                if wd is not None and wd.state == ARMED and rec is not None and claimed == armed_claimed:
+                    return wd
+                assert time.monotonic() < deadline, (rec, wd, cluster.log("host-1"))
+                time.sleep(0.1)
+
+        wait_for(armed_claimed=False)  # petted, but no daemon watches: the heartbeat claims nothing
+        assert "NO watchdog daemon watches" in cluster.log("host-1")
+        # This test process stands in for the daemon (a live pid with its start time).
+        Path(daemon_pidfile(state)).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+        wd = wait_for(armed_claimed=True)
         assert 0 < wd.deadline - time.monotonic() <= 3.0 and wd.timeout_s == 3.0  # tuned: 3 x 1 s
-        assert "NO watchdog daemon watches" in cluster.log("host-1")  # none runs in this test
         cluster.cmd("config-set", key="ha.strategy", value="Permissive")
         deadline = time.monotonic() + 10
         while read_state(state).state != DISARMED:  # type: ignore[union-attr]
