@@ -27,6 +27,7 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest
 
+from actors.context import Behaviour
 from actors.host_agent import HostAgent
 from actors.inventory import host_addr
 from actors.policy import self_fencing_on
@@ -136,7 +137,8 @@ class AgentShell(NodeShell):
         if isinstance(payload, _ReadyPoll):
             if self.hv is not None and self.hv.ready.is_set():
                 cells, self.pending_cells = self.pending_cells, ()
-                for address, behaviour in cells:
+                for address, sent in cells:
+                    behaviour = rebuilt(sent)
                     self.spawn(address, behaviour, hypervisor=self.hv, watchdog=self.watchdog)
                     self._say_watchdog(behaviour)
                 self.log(f"host agent started; guests running here: {sorted(self.hv.running())}")
@@ -188,3 +190,17 @@ class AgentShell(NodeShell):
 @dataclass(frozen=True)
 class _Log:
     text: str
+
+
+def rebuilt(behaviour: Behaviour) -> Behaviour:
+    """The host agent the management node built and pickled, built again here from its
+    constructor arguments.
+
+    In a rolling upgrade (agents first) an older management node pickles a ``HostAgent``
+    of its own version: unpickled by this version, it would lack the attributes that this
+    version's ``__init__`` sets, and fail on its first message. A host agent has no state
+    before it starts, so nothing is lost.
+    """
+    if isinstance(behaviour, HostAgent):
+        return HostAgent(behaviour.name, tuple(behaviour.shared_pools), behaviour.config)
+    return behaviour

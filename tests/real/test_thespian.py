@@ -47,3 +47,23 @@ def test_manager_restart_keeps_intents_and_guests(tmp_path: Path) -> None:
         cluster.wait_for(lambda s: view(s)["vm-local"] == ("Running", "host-1"), 20, "vm-local started")
     finally:
         cluster.stop()
+
+
+def test_a_host_agent_pickled_by_an_older_manager_is_built_again_on_the_host() -> None:
+    """Rolling upgrades go agents first: an older manager's pickle lacks the attributes
+    this version's __init__ sets (here the boot id and the watchdog bookkeeping)."""
+    import pickle
+
+    from actors.config import DEFAULT
+    from actors.host_agent import HostAgent
+    from real.agent import rebuilt
+
+    old = HostAgent("host-1", ("nfs-1",), DEFAULT)
+    for newer in ("boot", "hb_acked", "started_by"):
+        delattr(old, newer)
+    received = pickle.loads(pickle.dumps(old))
+    assert not hasattr(received, "hb_acked")
+    agent = rebuilt(received)
+    assert isinstance(agent, HostAgent) and agent is not received
+    assert (agent.name, agent.shared_pools, agent.config) == ("host-1", ("nfs-1",), DEFAULT)
+    assert agent.hb_acked == set() and agent.started_by == {} and agent.boot == ""
