@@ -103,21 +103,22 @@ def kill_if_guest(pid: int, vm: str) -> bool:
     Through a pidfd where the kernel has them: the check and the kill then concern the
     same process even if the pid is reused in between.
     """
+    fd: int | None
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return False
     except OSError:  # no pidfd here: a plain kill right after the check
-        if guest_name(cmdline_of(pid)) != vm:
-            return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        return True
+        fd = None
     try:
         if guest_name(cmdline_of(pid)) != vm:
             return False
         with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            if fd is None:
+                os.kill(pid, signal.SIGKILL)
+            else:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
         return True
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)

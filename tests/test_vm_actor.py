@@ -494,12 +494,17 @@ def test_evacuate_migrates_a_shared_vm() -> None:
     assert drain(ctx) == [] and ctx.states() == [MIGRATING, RUNNING]
 
 
-def test_failed_migration_keeps_the_vm_on_its_host() -> None:
+def migrating_to_h2() -> tuple[VmActor, FakeContext, MigrateVm]:
+    """A shared VM on h1 that maintenance moves to h2: the migration order is out."""
     vm, ctx = make()
     vm.receive(ctx, Evacuate("h1"))
     place = ctx.take_one(PlaceRequest)
     vm.receive(ctx, PlaceReply("vm1", place.req, "h2"))
-    move = ctx.take_one(MigrateVm)
+    return vm, ctx, ctx.take_one(MigrateVm)
+
+
+def test_failed_migration_keeps_the_vm_on_its_host() -> None:
+    vm, ctx, move = migrating_to_h2()
     vm.receive(ctx, OpReply("h1", "vm1", move.req, False, "migration failed"))
     # The VM claims h1 again (the manager's home index must not keep pointing at the
     # destination) and asks h1 whether the guest is there before it gives h2's slot back.
@@ -515,11 +520,7 @@ def test_failed_migration_keeps_the_vm_on_its_host() -> None:
 def test_a_migration_the_source_forgot_is_looked_for_on_the_destination() -> None:
     """The source's agent restarted after it carried the migration out: it answers a
     repeat of the order with "not running here". The guest is on h2, not gone."""
-    vm, ctx = make()
-    vm.receive(ctx, Evacuate("h1"))
-    place = ctx.take_one(PlaceRequest)
-    vm.receive(ctx, PlaceReply("vm1", place.req, "h2"))
-    move = ctx.take_one(MigrateVm)
+    vm, ctx, move = migrating_to_h2()
     vm.receive(ctx, OpReply("h1", "vm1", move.req, False, "not running here"))
     query = ctx.take_one(QueryVm, to="host/h1")
     vm.receive(ctx, OpReply("h1", "vm1", query.req, False))
