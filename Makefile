@@ -50,7 +50,7 @@ lint: venv
 	$(BIN)/ruff check actors sim real tests
 	$(BIN)/mypy actors
 
-# The lab tests (real libvirtd and qemu guests in network namespaces, about 4 minutes) run
+# The lab tests (real libvirtd and qemu guests in network namespaces, about 4.5 minutes) run
 # after the rest; under CI=true a lab that cannot be built fails them instead of skipping.
 test: venv lint
 	$(BIN)/pytest -q
