@@ -33,6 +33,7 @@ from actors.messages import GuestStopped, HvDone
 from actors.states import StopReason
 from real.domain import GuestTemplate, domain_xml, pool_of
 from real.qemu import QEMU_PID_DIR, kill_qemu
+from real.watchdog import boot_id as kernel_boot_id
 
 Deliver = Callable[[object], None]
 Log = Callable[[str], None]
@@ -180,12 +181,9 @@ class LibvirtHypervisor:
 
     def boot_id(self) -> str:
         """The kernel's id of this boot (new after every reboot, the same across agent and
-        libvirtd restarts); orders for an earlier boot are refused."""
-        try:
-            with open("/proc/sys/kernel/random/boot_id") as boot_id:
-                return boot_id.read().strip()
-        except OSError:
-            return ""  # no such file: no boot check (every order is taken)
+        libvirtd restarts); orders for an earlier boot are refused. "" where there is none:
+        then no order is refused for its boot."""
+        return kernel_boot_id()
 
     def fence(self, pool: str) -> None:
         """Kill every guest on ``pool`` now, by killing its qemu process (a hung libvirtd

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from actors.config import PROFILES, ConfigError
-from sim.scenario import ScenarioError, load_scenario
+from sim.scenario import load_each
 from sim.spec import Scenario
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -80,13 +80,7 @@ def with_profile(scenario: Scenario, profile: str) -> Scenario:
 
 def load_all(files: Sequence[str]) -> list[Scenario]:
     """Load every file first, so that a typo in the last one is found before any run."""
-    errors: list[str] = []
-    loaded = []
-    for f in files:
-        try:
-            loaded.append(load_scenario(f))
-        except ScenarioError as err:
-            errors.append(str(err))
+    loaded, errors = load_each(files)
     if errors:
         raise UsageError("\n".join(errors))
     return loaded

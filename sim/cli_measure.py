@@ -11,45 +11,38 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sim.scenario import ScenarioError, load_scenario
+from sim.scenario import load_each
 from sim.spec import Scenario
 from sim.sweep import ParamError
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _whole(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``least``."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
+        return value
+
+    return convert
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
-    return value
+_count, _seed = _whole(1), _whole(0)
 
 
 def _load(files: Sequence[str]) -> list[Scenario]:
     """Every file first, so that a typo in the last one stops the sweep before any run."""
-    loaded, errors = [], []
-    for f in files:
-        try:
-            loaded.append(load_scenario(f))
-        except ScenarioError as err:
-            errors.append(str(err))
+    loaded, errors = load_each(files)
     if errors:
         raise ParamError("; ".join(errors))
     return loaded

@@ -53,10 +53,7 @@ class Watchdog:
         return True  # the hardware is always there
 
     def disarm(self) -> None:
-        self.deadline = None
-
-    def power_lost(self) -> None:
-        """The host lost power (or was reset): the watchdog starts disarmed after boot."""
+        """The agent stands it down; a power loss or a reset does the same to the hardware."""
         self.deadline = None
 
     def _check_at(self, at: float) -> None:

@@ -194,7 +194,7 @@ class Simulation:
         self.agent_down.discard(host)  # a boot brings the agent back
         watchdog = self.watchdogs.get(host)
         if watchdog is not None:
-            watchdog.power_lost()
+            watchdog.disarm()  # it starts disarmed after the boot
 
     def _power_on(self, host: str) -> None:
         """Power comes back; the agent runs once the host has booted (unless power went

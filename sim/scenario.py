@@ -156,6 +156,19 @@ def load_scenario(path: str | Path) -> Scenario:
     return parse_scenario(text, name)
 
 
+def load_each(paths: Sequence[str | Path]) -> tuple[list[Scenario], list[str]]:
+    """Every file read and checked, before any is run: the scenarios, and one line per
+    file that failed, so that a typo in the last file is found before the first run."""
+    loaded: list[Scenario] = []
+    errors: list[str] = []
+    for path in paths:
+        try:
+            loaded.append(load_scenario(path))
+        except ScenarioError as err:
+            errors.append(str(err))
+    return loaded, errors
+
+
 def parse_scenario(text: str, path: str = "<string>") -> Scenario:
     """Check a scenario given as TOML text; ``path`` is only used in messages."""
     document = _parse_toml(text, path)
