@@ -70,6 +70,19 @@ class _PendingCheck:
     heartbeats: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _PoolBeat:
+    """The storage heartbeat on one shared pool, as this incarnation of the agent sees it.
+
+    One small record per pool rather than one dict per field keyed by pool: a heartbeat
+    round reads all of it, for every host in turn, and in a large cluster each record is
+    out of the processor's caches by the time its host's turn comes again."""
+
+    pending: dict[int, float] = field(default_factory=dict)  # seq -> sent at, in flight
+    failed: int = 0  # writes in a row not acknowledged in time
+    acked: bool = False  # a write of this incarnation was acknowledged in time
+
+
 @dataclass(frozen=True)
 class _PendingOp:
     reply_to: str
@@ -84,9 +97,7 @@ class HostAgent(Behaviour):
         self.config = config
         self.epoch = 0
         self.hb_seq = 0
-        self.hb_pending: dict[str, dict[int, float]] = {}  # pool -> seq -> sent at, in flight
-        self.hb_failed: dict[str, int] = {}  # pool -> writes in a row not acked in time
-        self.hb_acked: set[str] = set()  # pools that acked a write in time in this incarnation
+        self.beats: dict[str, _PoolBeat] = {}  # shared pool -> its heartbeat, from on_start
         self.checks: dict[int, _PendingCheck] = {}
         self.next_check = 0
         self.ops: dict[int, _PendingOp] = {}
@@ -103,7 +114,7 @@ class HostAgent(Behaviour):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self, ctx: Context) -> None:
-        self.hb_failed = {p: 0 for p in self.shared_pools}
+        self.beats = {p: _PoolBeat() for p in self.shared_pools}
         self.failure_seq = ctx.random.randrange(1 << 40)
         self.boot = self._hv(ctx).boot_id()
         ctx.send(MANAGER, HostBooted(self.name, self.boot))
@@ -119,19 +130,20 @@ class HostAgent(Behaviour):
             if msg.epoch == self.epoch:
                 self._heartbeat(ctx)
         elif isinstance(msg, HeartbeatAck):
-            sent_at = self.hb_pending.get(msg.pool, {}).pop(msg.seq, None)
-            if sent_at is not None:
+            beat = self.beats.get(msg.pool)
+            sent_at = None if beat is None else beat.pending.pop(msg.seq, None)
+            if beat is not None and sent_at is not None:
                 if ctx.now() - sent_at <= self.config.self_fencer_storage_timeout_s:
-                    self.hb_failed[msg.pool] = 0
-                    if msg.pool not in self.hb_acked:
-                        self.hb_acked.add(msg.pool)
+                    beat.failed = 0
+                    if not beat.acked:
+                        beat.acked = True
                         if self_fencing_on(self.config):
                             # A restarted agent takes the watchdog over as soon as it may,
                             # not a heartbeat interval later: its predecessor's last pet
                             # may be running out.
                             self._pet_watchdog(ctx)
                 else:
-                    self.hb_failed[msg.pool] += 1  # acknowledged too late: a failed write
+                    beat.failed += 1  # acknowledged too late: a failed write
         elif isinstance(msg, (StartVm, StopVm, MigrateVm, QueryVm)):
             self._guest_op(ctx, msg)
         elif isinstance(msg, HvDone):
@@ -179,17 +191,17 @@ class HostAgent(Behaviour):
         now = ctx.now()
         timeout_s = self.config.self_fencer_storage_timeout_s
         fencing = self_fencing_on(self.config)
-        for pool in self.shared_pools:
-            pending = self.hb_pending.setdefault(pool, {})
+        for pool, beat in self.beats.items():  # in the order of shared_pools
+            pending = beat.pending
             for seq in [q for q, sent in pending.items() if now - sent > timeout_s]:
                 del pending[seq]  # too late to count: at most timeout / interval entries
-                self.hb_failed[pool] += 1
-            if fencing and not self._pool_fresh(pool):
+                beat.failed += 1
+            if fencing and not self._fresh(beat):
                 self._fence(ctx, pool)
         armed = self.config.revision if fencing and self._pet_watchdog(ctx) else None
-        for pool in self.shared_pools:
+        for pool, beat in self.beats.items():
             self.hb_seq += 1
-            self.hb_pending[pool][self.hb_seq] = now
+            beat.pending[self.hb_seq] = now
             ctx.send(pool_addr(pool), HeartbeatWrite(self.name, self.hb_seq, armed), Network.STORAGE)
         ctx.set_timer(self.config.self_fencer_interval_s, _HeartbeatTick(self.epoch))
 
@@ -205,7 +217,7 @@ class HostAgent(Behaviour):
         watchdog = ctx.watchdog
         if watchdog is None:
             return False
-        if any(p not in self.hb_acked and self._pool_fresh(p) for p in self.shared_pools):
+        if any(not beat.acked and self._fresh(beat) for beat in self.beats.values()):
             return False
         return watchdog.pet(self.config.watchdog_timeout_s)
 
@@ -224,11 +236,12 @@ class HostAgent(Behaviour):
             self.fenced.add(vm)
             self._report_failure(ctx, vm, StopReason.FENCED)
 
-    def _pool_fresh(self, pool: str) -> bool:
-        return self.hb_failed[pool] < self.config.self_fencer_max_attempts
+    def _fresh(self, beat: _PoolBeat) -> bool:
+        """Whether fewer than ``maxAttempts`` writes in a row failed on the pool."""
+        return beat.failed < self.config.self_fencer_max_attempts
 
     def _pools_ok(self) -> tuple[str, ...]:
-        return tuple(p for p in self.shared_pools if self._pool_fresh(p))
+        return tuple(pool for pool, beat in self.beats.items() if self._fresh(beat))
 
     # -- guest operations ----------------------------------------------------------------------
 

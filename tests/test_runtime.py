@@ -59,3 +59,45 @@ def test_a_dead_actor_gets_nothing_sent_before_it_died() -> None:
     assert isinstance(old.behaviour, Recorder) and isinstance(new.behaviour, Recorder)
     assert old.behaviour.got == [] and new.behaviour.got == ["after"]
     assert rt.messages == 1
+
+
+def test_arrivals_come_out_in_simpys_order_whether_they_wait_in_lanes_or_not() -> None:
+    """Ties on time go to the arrival queued first, as with ``env.timeout``: across lanes,
+    and between a lane and the arrivals that found every lane taken."""
+    orders = []
+    queue_sizes = []
+    for max_lanes in (0, 1, 2, 64):
+        rt = SimRuntime(simpy.Environment(), NetworkModel(seeded(7, "network")), 7, max_lanes=max_lanes)
+        rt.spawn("a", "n", Recorder())
+        seen: list[object] = []
+        rt.trace(lambda now, to, msg, seen=seen: seen.append((now, msg)))
+        for i in range(3):
+            rt.deliver("a", f"two-{i}", delay_s=2.0)
+            rt.deliver("a", f"one-{i}", delay_s=1.0)
+            rt.deliver("a", f"half-{i}", delay_s=0.5)
+        rt.env.run(until=1.0)
+        rt.deliver("a", "one-later", delay_s=1.0)  # due at 2.0, after the two-* queued before
+        rt.deliver("a", "zero", delay_s=0.0)
+        queue_sizes.append(len(rt.env._queue))
+        rt.env.run()
+        orders.append(seen)
+    assert orders[0] == [(0.5, "half-0"), (0.5, "half-1"), (0.5, "half-2"), (1.0, "one-0"), (1.0, "one-1"),
+                         (1.0, "one-2"), (1.0, "zero"), (2.0, "two-0"), (2.0, "two-1"), (2.0, "two-2"),
+                         (2.0, "one-later")]
+    assert all(order == orders[0] for order in orders)
+    # Without lanes all eight arrivals are in simpy's queue; with them, one per delay (three).
+    # Both queues also hold the event that ended run(until=1.0).
+    assert queue_sizes[0] == 8 + 1 and queue_sizes[3] == 3 + 1
+
+
+def test_a_dead_actor_s_timers_go_nowhere_even_if_a_successor_took_its_address() -> None:
+    rt = runtime()
+    old = rt.spawn("host/h1", "h1", Recorder())
+    old_ctx = old.ctx
+    rt.kill_node("h1")
+    new = rt.spawn("host/h1", "h1", Recorder())
+    old_ctx.set_timer(1.0, "the old agent's tick")
+    new.ctx.set_timer(1.0, "tick")
+    rt.env.run()
+    assert isinstance(old.behaviour, Recorder) and isinstance(new.behaviour, Recorder)
+    assert old.behaviour.got == [] and new.behaviour.got == ["tick"]

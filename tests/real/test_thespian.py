@@ -59,11 +59,11 @@ def test_a_host_agent_pickled_by_an_older_manager_is_built_again_on_the_host() -
     from real.agent import rebuilt
 
     old = HostAgent("host-1", ("nfs-1",), DEFAULT)
-    for newer in ("boot", "hb_acked", "started_by"):
+    for newer in ("boot", "beats", "started_by"):
         delattr(old, newer)
     received = pickle.loads(pickle.dumps(old))
-    assert not hasattr(received, "hb_acked")
+    assert not hasattr(received, "beats")
     agent = rebuilt(received)
     assert isinstance(agent, HostAgent) and agent is not received
     assert (agent.name, agent.shared_pools, agent.config) == ("host-1", ("nfs-1",), DEFAULT)
-    assert agent.hb_acked == set() and agent.started_by == {} and agent.boot == ""
+    assert agent.beats == {} and agent.started_by == {} and agent.boot == ""
