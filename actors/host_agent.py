@@ -53,7 +53,11 @@ class _ResendFailure:
 
 @dataclass(frozen=True)
 class _HeartbeatTick:
-    epoch: int
+    """Time for the next heartbeat round. One instance serves every agent: a tick never
+    reaches a later incarnation (the runtime drops what was meant for a dead one)."""
+
+
+_HEARTBEAT_TICK = _HeartbeatTick()
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class _PoolBeat:
     round reads all of it, for every host in turn, and in a large cluster each record is
     out of the processor's caches by the time its host's turn comes again."""
 
+    address: str  # the pool actor's, made once: a send finds it by identity
     pending: dict[int, float] = field(default_factory=dict)  # seq -> sent at, in flight
     failed: int = 0  # writes in a row not acknowledged in time
     acked: bool = False  # a write of this incarnation was acknowledged in time
@@ -95,7 +100,6 @@ class HostAgent(Behaviour):
         self.name = name
         self.shared_pools = shared_pools
         self.config = config
-        self.epoch = 0
         self.hb_seq = 0
         self.beats: dict[str, _PoolBeat] = {}  # shared pool -> its heartbeat, from on_start
         self.checks: dict[int, _PendingCheck] = {}
@@ -114,7 +118,7 @@ class HostAgent(Behaviour):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self, ctx: Context) -> None:
-        self.beats = {p: _PoolBeat() for p in self.shared_pools}
+        self.beats = {p: _PoolBeat(pool_addr(p)) for p in self.shared_pools}
         self.failure_seq = ctx.random.randrange(1 << 40)
         self.boot = self._hv(ctx).boot_id()
         ctx.send(MANAGER, HostBooted(self.name, self.boot))
@@ -127,8 +131,7 @@ class HostAgent(Behaviour):
             ctx.send(MANAGER, Pong(self.name, msg.seq, tuple(sorted(hv.running())),
                                    self._pools_ok(), self.config.revision, hv.answering(), self.boot))
         elif isinstance(msg, _HeartbeatTick):
-            if msg.epoch == self.epoch:
-                self._heartbeat(ctx)
+            self._heartbeat(ctx)
         elif isinstance(msg, HeartbeatAck):
             beat = self.beats.get(msg.pool)
             sent_at = None if beat is None else beat.pending.pop(msg.seq, None)
@@ -199,11 +202,11 @@ class HostAgent(Behaviour):
             if fencing and not self._fresh(beat):
                 self._fence(ctx, pool)
         armed = self.config.revision if fencing and self._pet_watchdog(ctx) else None
-        for pool, beat in self.beats.items():
+        for beat in self.beats.values():
             self.hb_seq += 1
             beat.pending[self.hb_seq] = now
-            ctx.send(pool_addr(pool), HeartbeatWrite(self.name, self.hb_seq, armed), Network.STORAGE)
-        ctx.set_timer(self.config.self_fencer_interval_s, _HeartbeatTick(self.epoch))
+            ctx.send(beat.address, HeartbeatWrite(self.name, self.hb_seq, armed), Network.STORAGE)
+        ctx.set_timer(self.config.self_fencer_interval_s, _HEARTBEAT_TICK)
 
     def _pet_watchdog(self, ctx: Context) -> bool:
         """Pet the watchdog if this incarnation may: whether the host's guests are now

@@ -340,21 +340,23 @@ class HaManager(Behaviour):
     def _cross_check(self, ctx: Context, msg: Pong) -> None:
         """Polling backs up events: a VM holding capacity on this host that the host does
         not list may have died unseen; its actor asks the host if it believes it runs."""
-        running = set(msg.running)
-        for vm in sorted(self.by_home[msg.host]):  # sorted: a run must not depend on hashing
-            if vm not in running and msg.host in self.capacity.slots.get(vm, ()):
+        holders = self.capacity.holders.get(msg.host, set())
+        for vm in sorted(self.by_home[msg.host].difference(msg.running)):  # sorted: not by hash
+            if vm in holders:
                 ctx.send(vm_addr(vm), Verify(msg.host))
 
     def _destroy_strays(self, ctx: Context, msg: Pong) -> None:
         """A guest running on a host where its VM holds no capacity is a copy HA gave up
         (its host was declared gone and the VM recovered elsewhere): destroy it. During a
         start or a migration the VM holds a slot on each host involved, so none is a stray."""
+        holders = self.capacity.holders.get(msg.host, set())
         for vm in msg.running:
-            slots = self.capacity.slots.get(vm, set())
-            if vm in self.vms and msg.host not in slots:
-                ctx.log(f"manager: stray copy of {vm} on {msg.host} (holds {sorted(slots)}): destroying")
-                self.next_req += 1
-                ctx.send(host_addr(msg.host), StopVm(vm, self.next_req, MANAGER, force=True))
+            if vm in holders or vm not in self.vms:
+                continue
+            slots = sorted(self.capacity.slots.get(vm, ()))
+            ctx.log(f"manager: stray copy of {vm} on {msg.host} (holds {slots}): destroying")
+            self.next_req += 1
+            ctx.send(host_addr(msg.host), StopVm(vm, self.next_req, MANAGER, force=True))
 
     def _ping_timeout(self, ctx: Context, msg: _PingTimeout) -> None:
         t = self.trackers[msg.host]

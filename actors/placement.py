@@ -23,12 +23,15 @@ class NoPlace(StrEnum):
 
 @dataclass
 class Capacity:
-    """CPU and memory in use per host, and which hosts each VM holds a slot on."""
+    """CPU and memory in use per host, which hosts each VM holds a slot on, and the same
+    the other way round: a pong's guests are checked against their host's holders, one
+    small set, instead of a lookup per guest in a table of every VM."""
 
     hosts: dict[str, HostInfo]
     used_cpu: dict[str, int] = field(default_factory=dict)
     used_mem: dict[str, int] = field(default_factory=dict)
     slots: dict[str, set[str]] = field(default_factory=dict)  # vm -> hosts
+    holders: dict[str, set[str]] = field(default_factory=dict)  # host -> vms, as in slots
 
     def fits(self, host: str, vm: VmDef) -> bool:
         info = self.hosts[host]
@@ -40,6 +43,7 @@ class Capacity:
         if host in held:
             return
         held.add(host)
+        self.holders.setdefault(host, set()).add(vm.name)
         self.used_cpu[host] = self.used_cpu.get(host, 0) + vm.cpu
         self.used_mem[host] = self.used_mem.get(host, 0) + vm.memory_mib
 
@@ -48,6 +52,7 @@ class Capacity:
         if not held or host not in held:
             return False
         held.discard(host)
+        self.holders[host].discard(vm.name)
         self.used_cpu[host] -= vm.cpu
         self.used_mem[host] -= vm.memory_mib
         return True

@@ -54,7 +54,10 @@ class NetworkModel:
         self._routes: dict[tuple[Network, str, str], list[tuple[Link, bool]] | None] = {}
         self._route_version = 0
         self._paths: dict[tuple[Network, str, str], tuple[Hop, ...] | None] = {}  # all links
-        self._fixed: dict[tuple[Network, str, str], float] = {}  # delays of clean, up paths
+        # pair -> its delay while its path is clean and up, or None when each crossing is
+        # drawn or nothing gets through; forgotten when any link changes
+        self._fixed: dict[tuple[Network, str, str], float | None] = {}
+        self.fixed_epoch = 0  # counts the changes that may change a fixed delay
         self.blocked: set[frozenset[str]] = set()  # node pairs cut apart (a host losing a pool)
 
     def attach(self, node: str, networks: Iterable[Network], template: Link | None = None) -> None:
@@ -65,7 +68,7 @@ class NetworkModel:
             self.graphs[network].add_edge(node, switch(network), link=link)
         self.version += 1
         self._paths.clear()
-        self._fixed.clear()
+        self._unfix()
 
     def link(self, node: str, network: Network) -> Link | None:
         graph = self.graphs[network]
@@ -79,14 +82,14 @@ class NetworkModel:
         if link is not None and link.up != up:
             link.up = up
             self.version += 1
-            self._fixed.clear()
+            self._unfix()
 
     def set_direction(self, node: str, network: Network, direction: str, up: bool) -> None:
         """Cut or heal one direction of a node's link: ``in``, ``out`` or ``both``."""
         link = self.link(node, network)
         if link is None:
             return
-        self._fixed.clear()
+        self._unfix()
         if direction in ("in", "both"):
             link.in_up = up
         if direction in ("out", "both"):
@@ -98,7 +101,7 @@ class NetworkModel:
         if link is not None:
             link.loss = loss
             link.extra_latency_s = extra_latency_s
-            self._fixed.clear()
+            self._unfix()
 
     def block(self, a: str, b: str, blocked: bool) -> None:
         pair = frozenset((a, b))
@@ -106,6 +109,11 @@ class NetworkModel:
             self.blocked.add(pair)
         else:
             self.blocked.discard(pair)
+        self.fixed_epoch += 1
+
+    def _unfix(self) -> None:
+        self._fixed.clear()
+        self.fixed_epoch += 1
 
     def route(self, network: Network, src: str, dst: str) -> list[tuple[Link, bool]] | None:
         """The links a message crosses, each with whether it leaves the link's node
@@ -169,40 +177,60 @@ class NetworkModel:
         return tuple((graph.edges[u, v]["link"], not u.startswith("switch:"))
                      for u, v in zip(path, path[1:], strict=False))
 
-    def transit(self, network: Network, src: str, dst: str) -> float | None:
-        """Delay of one message from ``src`` to ``dst``, or None when it is lost."""
+    def fixed_delay(self, network: Network, src: str, dst: str) -> float | None:
+        """The delay of every message from ``src`` to ``dst`` until ``fixed_epoch`` changes,
+        or None when each crossing is drawn (a lossy or jittery link on the path) or none
+        gets through. Draws nothing: ``transit`` gives the crossing itself."""
         if self.blocked and frozenset((src, dst)) in self.blocked:
             return None
         key = (network, src, dst)
-        fixed = self._fixed.get(key)
-        if fixed is not None:
-            return fixed
-        links: tuple[Hop, ...] | list[Hop] | None = self._paths.get(key, _UNSEEN)  # type: ignore[assignment]
+        fixed = self._fixed.get(key, _UNSEEN)
+        if fixed is _UNSEEN:
+            fixed = self._fixed[key] = self._clean_delay(network, src, dst)
+        return fixed  # type: ignore[return-value]
+
+    def _links(self, network: Network, src: str, dst: str) -> tuple[Hop, ...] | list[Hop] | None:
+        """The links a message crosses now: the shortest path, or the shortest over the
+        links that are up when one of it is down; None when there is none."""
+        links: tuple[Hop, ...] | list[Hop] | None = self._paths.get((network, src, dst), _UNSEEN)  # type: ignore[assignment]
         if links is _UNSEEN:
             links = self._path(network, src, dst)
         if links is None:
             return None
-        for link, _ in links:
-            if not link.up:
-                links = self._up_route(network, src, dst)
-                if links is None:
-                    return None
-                break
+        if all(link.up for link, _ in links):
+            return links
+        return self._up_route(network, src, dst)
+
+    def _clean_delay(self, network: Network, src: str, dst: str) -> float | None:
+        links = self._links(network, src, dst)
+        if links is None:
+            return None
         delay = 0.0
-        clean = True
+        for link, outbound in links:
+            if not (link.out_up if outbound else link.in_up) or link.loss or link.jitter_s:
+                return None
+            delay += link.latency_s + link.extra_latency_s
+        return delay
+
+    def transit(self, network: Network, src: str, dst: str) -> float | None:
+        """Delay of one message from ``src`` to ``dst``, or None when it is lost."""
+        fixed = self.fixed_delay(network, src, dst)
+        if fixed is not None:
+            return fixed
+        if self.blocked and frozenset((src, dst)) in self.blocked:
+            return None
+        links = self._links(network, src, dst)
+        if links is None:
+            return None
+        delay = 0.0
         for link, outbound in links:
             if not (link.out_up if outbound else link.in_up):
                 return None
-            if link.loss:
-                clean = False
-                if self.rng.random() < link.loss:
-                    return None
+            if link.loss and self.rng.random() < link.loss:
+                return None
             delay += link.latency_s + link.extra_latency_s
             if link.jitter_s:
-                clean = False
                 delay += self.rng.uniform(0.0, link.jitter_s)
-        if clean:
-            self._fixed[key] = delay
         return delay
 
 

@@ -44,6 +44,8 @@ from actors.states import Network
 from sim.network import NetworkModel
 
 PublishHook = Callable[[float, str, object], None]
+# (when it was found, the actor at the address or None, network, fixed delay or None)
+_Route = tuple[int, "Cell | None", Network, "float | None"]
 MAX_LANES = 64
 
 
@@ -117,13 +119,14 @@ class SimContext:
     address and the incarnation, so when it is made does not change a run.
     """
 
-    __slots__ = ("_runtime", "_cell", "_incarnation", "_random")
+    __slots__ = ("_runtime", "_cell", "_incarnation", "_random", "_routes")
 
     def __init__(self, runtime: SimRuntime, cell: Cell) -> None:
         self._runtime = runtime
         self._cell = cell
         self._incarnation = cell.incarnation  # the cell's changes when its node dies
         self._random: Random | None = None
+        self._routes: dict[str, _Route] | None = None  # made at the first send
 
     @property
     def address(self) -> str:
@@ -152,21 +155,40 @@ class SimContext:
         return float(runtime.env._now)
 
     def send(self, to: str, msg: object, network: Network = Network.MANAGEMENT) -> None:
-        # The hot path of every run, written out here: SimRuntime.send comes here too.
+        # The hot path of every run: SimRuntime.send comes here too.
         runtime = self._runtime
-        target = runtime.cells.get(to)
+        routes = self._routes
+        route = None if routes is None else routes.get(to)
+        if (route is None or route[2] is not network
+                or route[0] != runtime.spawns + runtime.network.fixed_epoch):
+            route = self._route(to, network)
+        target = route[1]
         if target is None:
             return
-        node = self._cell.node
-        if target.node == node:
-            delay = 0.0
-        else:
-            transit = runtime.network.transit(network, node, target.node)
-            if transit is None:
+        delay = route[3]
+        if delay is None:  # a lossy or jittery path: each crossing is drawn
+            delay = runtime.network.transit(network, self._cell.node, target.node)
+            if delay is None:
                 return
-            delay = transit
         if target.alive:
             runtime.enqueue(target, msg, delay)
+
+    def _route(self, to: str, network: Network) -> _Route:
+        """Who is at ``to`` and the fixed delay to it over ``network``, kept until an actor
+        is spawned or a link changes: a send then reads one small dict of its own instead
+        of the runtime's and the network's, which hold an entry per actor and per pair and
+        in a large cluster are out of the processor's caches."""
+        runtime = self._runtime
+        target = runtime.cells.get(to)
+        delay: float | None = None
+        if target is not None:
+            node = self._cell.node
+            delay = 0.0 if target.node == node else runtime.network.fixed_delay(network, node, target.node)
+        route = (runtime.spawns + runtime.network.fixed_epoch, target, network, delay)
+        if self._routes is None:
+            self._routes = {}
+        self._routes[to] = route
+        return route
 
     def set_timer(self, delay_s: float, msg: object) -> None:
         runtime = self._runtime
@@ -196,6 +218,7 @@ class SimRuntime:
         self.network = network
         self.seed = seed
         self.cells: dict[str, Cell] = {}
+        self.spawns = 0  # counts the changes of cells, for the routes contexts keep
         self._on_node: dict[str, dict[str, Cell]] = {}  # node -> address -> cell, as in cells
         self.on_publish: list[PublishHook] = []
         self.logs: list[tuple[float, str, str]] = []
@@ -240,6 +263,7 @@ class SimRuntime:
             cell.incarnation = old.incarnation + 1
         cell.ctx = SimContext(self, cell)
         self.cells[address] = cell
+        self.spawns += 1
         if old is not None:
             if old.node != node:
                 del self._on_node[old.node][address]

@@ -98,7 +98,7 @@ def test_on_start_announces_the_host_and_writes_a_heartbeat_to_each_shared_pool(
                                                     ("pool/ceph", Network.STORAGE)]
     seqs = [w.seq for _, w, _ in writes]
     assert all(w.host == "h1" for _, w, _ in writes) and seqs == sorted(set(seqs))
-    assert ctx.timers == [(FORCE.self_fencer_interval_s, _HeartbeatTick(0))]
+    assert ctx.timers == [(FORCE.self_fencer_interval_s, _HeartbeatTick())]
 
 
 def test_no_shared_pool_no_heartbeat() -> None:
