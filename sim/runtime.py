@@ -97,16 +97,20 @@ class Cell:
 class _Arrival:
     """One message in flight, as an event of simpy's queue (see the module docstring)."""
 
-    __slots__ = ("callbacks", "target", "incarnation", "msg", "lane")
+    __slots__ = ("callbacks", "target", "incarnation", "msg", "lane", "at", "eid")
     _ok = True  # read by Environment.step: a processed arrival never fails
 
     def __init__(self, callbacks: list[Callable[[_Arrival], None]], target: Cell,
-                 incarnation: int, msg: object, lane: float = -1.0) -> None:
+                 incarnation: int, msg: object, lane: float = -1.0, at: float = 0.0, eid: int = 0) -> None:
         self.callbacks: list[Callable[[_Arrival], None]] | None = callbacks
         self.target = target
         self.incarnation = incarnation
         self.msg = msg
-        self.lane = lane  # the delay whose lane it waited in (see SimRuntime.enqueue)
+        # While it waits in a lane (see SimRuntime.enqueue): the lane's delay, and the time
+        # and sequence number of its entry in simpy's queue once it heads the lane.
+        self.lane = lane
+        self.at = at
+        self.eid = eid
 
 
 class SimContext:
@@ -229,7 +233,7 @@ class SimRuntime:
         self._arrivals: list[Callable[[_Arrival], None]] = [self._arrive]  # shared by arrivals
         self._lane_arrivals: list[Callable[[_Arrival], None]] = [self._arrive_from_lane]
         # delay -> the arrivals with that delay waiting behind the one in simpy's queue
-        self._lanes: dict[float, deque[tuple[float, int, int, _Arrival]]] = {}
+        self._lanes: dict[float, deque[_Arrival]] = {}
         self.max_lanes = max_lanes
 
     # -- time --------------------------------------------------------------------------------
@@ -315,9 +319,9 @@ class SimRuntime:
         env = self.env
         lanes = self._lanes
         lane = lanes.get(delay_s)
-        if lane is not None:
-            lane.append((env._now + delay_s, NORMAL, next(env._eid),
-                         _Arrival(self._lane_arrivals, target, target.incarnation, msg, delay_s)))
+        if lane is not None:  # one object per waiting arrival: it waits long, out of cache
+            lane.append(_Arrival(self._lane_arrivals, target, target.incarnation, msg, delay_s,
+                                 env._now + delay_s, next(env._eid)))
         elif len(lanes) < self.max_lanes:
             lanes[delay_s] = deque()
             heappush(env._queue, (env._now + delay_s, NORMAL, next(env._eid),
@@ -331,7 +335,8 @@ class SimRuntime:
         lanes = self._lanes
         lane = lanes[arrival.lane]
         if lane:
-            heappush(self.env._queue, lane.popleft())
+            head = lane.popleft()
+            heappush(self.env._queue, (head.at, NORMAL, head.eid, head))
         else:
             del lanes[arrival.lane]
         target = arrival.target
