@@ -78,14 +78,46 @@ class _PendingCheck:
 class _PoolBeat:
     """The storage heartbeat on one shared pool, as this incarnation of the agent sees it.
 
-    One small record per pool rather than one dict per field keyed by pool: a heartbeat
-    round reads all of it, for every host in turn, and in a large cluster each record is
-    out of the processor's caches by the time its host's turn comes again."""
+    One small record per pool, with the newest write in flight in two fields, rather than
+    a dict per field keyed by pool and a dict of writes in flight: a heartbeat round reads
+    all of it, for every host in turn, and in a large cluster each record is out of the
+    processor's caches by the time its host's turn comes again. A write is acknowledged
+    within milliseconds and the next goes out seconds later, so older writes are in
+    flight only while the storage is slow.
+    """
 
+    pool: str
     address: str  # the pool actor's, made once: a send finds it by identity
-    pending: dict[int, float] = field(default_factory=dict)  # seq -> sent at, in flight
     failed: int = 0  # writes in a row not acknowledged in time
     acked: bool = False  # a write of this incarnation was acknowledged in time
+    newest_seq: int | None = None  # the newest write in flight
+    newest_sent_at: float = 0.0
+    older: dict[int, float] | None = None  # seq -> sent at: writes in flight before it
+
+    def sent(self, seq: int, now: float) -> None:
+        if self.newest_seq is not None:
+            if self.older is None:
+                self.older = {}
+            self.older[self.newest_seq] = self.newest_sent_at
+        self.newest_seq, self.newest_sent_at = seq, now
+
+    def acknowledged(self, seq: int) -> float | None:
+        """When write ``seq`` was sent, if it was still in flight (it no longer is)."""
+        if seq == self.newest_seq:
+            self.newest_seq = None
+            return self.newest_sent_at
+        return None if self.older is None else self.older.pop(seq, None)
+
+    def expire(self, now: float, timeout_s: float) -> None:
+        """Count every write in flight for longer than ``timeout_s`` as failed: too late
+        to count as written. At most timeout / interval writes are in flight."""
+        if self.older:
+            for seq in [q for q, sent_at in self.older.items() if now - sent_at > timeout_s]:
+                del self.older[seq]
+                self.failed += 1
+        if self.newest_seq is not None and now - self.newest_sent_at > timeout_s:
+            self.newest_seq = None
+            self.failed += 1
 
 
 @dataclass(frozen=True)
@@ -101,7 +133,7 @@ class HostAgent(Behaviour):
         self.shared_pools = shared_pools
         self.config = config
         self.hb_seq = 0
-        self.beats: dict[str, _PoolBeat] = {}  # shared pool -> its heartbeat, from on_start
+        self.beats: tuple[_PoolBeat, ...] = ()  # one per shared pool, in order, from on_start
         self.checks: dict[int, _PendingCheck] = {}
         self.next_check = 0
         self.ops: dict[int, _PendingOp] = {}
@@ -118,7 +150,7 @@ class HostAgent(Behaviour):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def on_start(self, ctx: Context) -> None:
-        self.beats = {p: _PoolBeat(pool_addr(p)) for p in self.shared_pools}
+        self.beats = tuple(_PoolBeat(p, pool_addr(p)) for p in self.shared_pools)
         self.failure_seq = ctx.random.randrange(1 << 40)
         self.boot = self._hv(ctx).boot_id()
         ctx.send(MANAGER, HostBooted(self.name, self.boot))
@@ -133,8 +165,8 @@ class HostAgent(Behaviour):
         elif isinstance(msg, _HeartbeatTick):
             self._heartbeat(ctx)
         elif isinstance(msg, HeartbeatAck):
-            beat = self.beats.get(msg.pool)
-            sent_at = None if beat is None else beat.pending.pop(msg.seq, None)
+            beat = self._beat(msg.pool)
+            sent_at = None if beat is None else beat.acknowledged(msg.seq)
             if beat is not None and sent_at is not None:
                 if ctx.now() - sent_at <= self.config.self_fencer_storage_timeout_s:
                     beat.failed = 0
@@ -194,17 +226,14 @@ class HostAgent(Behaviour):
         now = ctx.now()
         timeout_s = self.config.self_fencer_storage_timeout_s
         fencing = self_fencing_on(self.config)
-        for pool, beat in self.beats.items():  # in the order of shared_pools
-            pending = beat.pending
-            for seq in [q for q, sent in pending.items() if now - sent > timeout_s]:
-                del pending[seq]  # too late to count: at most timeout / interval entries
-                beat.failed += 1
+        for beat in self.beats:
+            beat.expire(now, timeout_s)
             if fencing and not self._fresh(beat):
-                self._fence(ctx, pool)
+                self._fence(ctx, beat.pool)
         armed = self.config.revision if fencing and self._pet_watchdog(ctx) else None
-        for beat in self.beats.values():
+        for beat in self.beats:
             self.hb_seq += 1
-            beat.pending[self.hb_seq] = now
+            beat.sent(self.hb_seq, now)
             ctx.send(beat.address, HeartbeatWrite(self.name, self.hb_seq, armed), Network.STORAGE)
         ctx.set_timer(self.config.self_fencer_interval_s, _HEARTBEAT_TICK)
 
@@ -220,7 +249,7 @@ class HostAgent(Behaviour):
         watchdog = ctx.watchdog
         if watchdog is None:
             return False
-        if any(not beat.acked and self._fresh(beat) for beat in self.beats.values()):
+        if any(not beat.acked and self._fresh(beat) for beat in self.beats):
             return False
         return watchdog.pet(self.config.watchdog_timeout_s)
 
@@ -239,12 +268,18 @@ class HostAgent(Behaviour):
             self.fenced.add(vm)
             self._report_failure(ctx, vm, StopReason.FENCED)
 
+    def _beat(self, pool: str) -> _PoolBeat | None:
+        for beat in self.beats:  # one or two: a scan beats a dict's lookup
+            if beat.pool == pool:
+                return beat
+        return None
+
     def _fresh(self, beat: _PoolBeat) -> bool:
         """Whether fewer than ``maxAttempts`` writes in a row failed on the pool."""
         return beat.failed < self.config.self_fencer_max_attempts
 
     def _pools_ok(self) -> tuple[str, ...]:
-        return tuple(pool for pool, beat in self.beats.items() if self._fresh(beat))
+        return tuple(beat.pool for beat in self.beats if self._fresh(beat))
 
     # -- guest operations ----------------------------------------------------------------------
 

@@ -66,4 +66,4 @@ def test_a_host_agent_pickled_by_an_older_manager_is_built_again_on_the_host() -
     agent = rebuilt(received)
     assert isinstance(agent, HostAgent) and agent is not received
     assert (agent.name, agent.shared_pools, agent.config) == ("host-1", ("nfs-1",), DEFAULT)
-    assert agent.beats == {} and agent.started_by == {} and agent.boot == ""
+    assert agent.beats == () and agent.started_by == {} and agent.boot == ""
