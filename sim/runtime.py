@@ -10,7 +10,7 @@ A delivery is the cheapest object simpy's ``Environment.step`` accepts: a slotte
 ``_Arrival`` sharing one callback list, pushed onto the queue exactly as
 ``Environment.schedule`` would push a ``Timeout`` (same time, priority and sequence
 number), so runs are event-for-event the same as with ``env.timeout``, without a closure
-and a ``Timeout`` per message. ``SimContext.send`` and ``set_timer`` are the hot path;
+and a ``Timeout`` per message. ``Cell.send`` and ``set_timer`` are the hot path;
 ``bench/overhead.py`` measures them against bare simpy.
 
 Arrivals with the same delay wait in that delay's lane, a FIFO, and only each lane's head
@@ -77,23 +77,6 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-class Cell:
-    """One actor's slot in the runtime: its behaviour, node and incarnation."""
-
-    __slots__ = ("address", "node", "behaviour", "ctx", "alive", "incarnation", "hypervisor", "watchdog")
-
-    def __init__(self, address: str, node: str, behaviour: Behaviour,
-                 hypervisor: HypervisorPort | None, watchdog: WatchdogPort | None = None) -> None:
-        self.address = address
-        self.node = node
-        self.behaviour = behaviour
-        self.alive = True
-        self.incarnation = 0
-        self.hypervisor = hypervisor
-        self.watchdog = watchdog
-        self.ctx: SimContext
-
-
 class _Arrival:
     """One message in flight, as an event of simpy's queue (see the module docstring)."""
 
@@ -113,8 +96,10 @@ class _Arrival:
         self.eid = eid
 
 
-class SimContext:
-    """The ``actors.context.Context`` of one actor in the simulator.
+class Cell:
+    """One actor incarnation's slot in the runtime (behaviour, node, whether it lives) and
+    the ``actors.context.Context`` it is given: one object, not two, because every
+    delivery reads both and in a large cluster each is a cache miss of its own.
 
     Its generator is made on first use: a ``Random`` holds 2.5 KiB of Mersenne Twister
     state, more than the actor itself, and most actors (VMs that never crash-loop) never
@@ -123,39 +108,36 @@ class SimContext:
     address and the incarnation, so when it is made does not change a run.
     """
 
-    __slots__ = ("_runtime", "_cell", "_incarnation", "_random", "_routes")
+    # What a delivery reads comes first: it then fits in one cache line.
+    __slots__ = ("alive", "incarnation", "behaviour", "node", "_routes", "_runtime", "address",
+                 "born", "hypervisor", "watchdog", "_random")
 
-    def __init__(self, runtime: SimRuntime, cell: Cell) -> None:
-        self._runtime = runtime
-        self._cell = cell
-        self._incarnation = cell.incarnation  # the cell's changes when its node dies
-        self._random: Random | None = None
+    def __init__(self, runtime: SimRuntime, address: str, node: str, behaviour: Behaviour,
+                 incarnation: int, hypervisor: HypervisorPort | None,
+                 watchdog: WatchdogPort | None = None) -> None:
+        self.alive = True
+        self.incarnation = incarnation  # raised when the actor dies: what was sent it is void
+        self.behaviour = behaviour
+        self.node = node
         self._routes: dict[str, _Route] | None = None  # made at the first send
-
-    @property
-    def address(self) -> str:
-        return self._cell.address
+        self._runtime = runtime
+        self.address = address
+        self.born = incarnation  # the incarnation it was spawned as
+        self.hypervisor = hypervisor
+        self.watchdog = watchdog
+        self._random: Random | None = None
 
     @property
     def random(self) -> Random:
         rng = self._random
         if rng is None:
-            name = f"{self._cell.address}#{self._incarnation}"
-            rng = self._random = seeded(self._runtime.seed, name)
+            rng = self._random = seeded(self._runtime.seed, f"{self.address}#{self.born}")
         return rng
-
-    @property
-    def hypervisor(self) -> HypervisorPort | None:
-        return self._cell.hypervisor
-
-    @property
-    def watchdog(self) -> WatchdogPort | None:
-        return self._cell.watchdog
 
     def now(self) -> float:
         runtime = self._runtime
         if runtime.clocks:
-            return runtime.clock(self._cell.node)
+            return runtime.clock(self.node)
         return float(runtime.env._now)
 
     def send(self, to: str, msg: object, network: Network = Network.MANAGEMENT) -> None:
@@ -171,7 +153,7 @@ class SimContext:
             return
         delay = route[3]
         if delay is None:  # a lossy or jittery path: each crossing is drawn
-            delay = runtime.network.transit(network, self._cell.node, target.node)
+            delay = runtime.network.transit(network, self.node, target.node)
             if delay is None:
                 return
         if target.alive:
@@ -186,7 +168,7 @@ class SimContext:
         target = runtime.cells.get(to)
         delay: float | None = None
         if target is not None:
-            node = self._cell.node
+            node = self.node
             delay = 0.0 if target.node == node else runtime.network.fixed_delay(network, node, target.node)
         route = (runtime.spawns + runtime.network.fixed_epoch, target, network, delay)
         if self._routes is None:
@@ -196,23 +178,22 @@ class SimContext:
 
     def set_timer(self, delay_s: float, msg: object) -> None:
         runtime = self._runtime
-        cell = self._cell
         clocks = runtime.clocks
-        if clocks and cell.node in clocks:
-            delay_s /= clocks[cell.node][2]  # a fast clock's timers fire early
+        if clocks and self.node in clocks:
+            delay_s /= clocks[self.node][2]  # a fast clock's timers fire early
         if not delay_s > 0.0:
             delay_s = 0.0
-        if cell.alive and cell.incarnation == self._incarnation:
-            runtime.enqueue(cell, msg, delay_s)  # a timer is its setter's, never a successor's
+        if self.alive:
+            runtime.enqueue(self, msg, delay_s)  # a timer is its setter's, never a successor's
 
     def spawn(self, address: str, behaviour: Behaviour) -> None:
-        self._runtime.spawn(address, self._cell.node, behaviour)
+        self._runtime.spawn(address, self.node, behaviour)
 
     def publish(self, event: object) -> None:
-        self._runtime.publish(self._cell.address, event)
+        self._runtime.publish(self.address, event)
 
     def log(self, text: str) -> None:
-        self._runtime.log(self._cell.address, text)
+        self._runtime.log(self.address, text)
 
 
 class SimRuntime:
@@ -262,19 +243,14 @@ class SimRuntime:
     def spawn(self, address: str, node: str, behaviour: Behaviour,
               hypervisor: HypervisorPort | None = None, watchdog: WatchdogPort | None = None) -> Cell:
         old = self.cells.get(address)
-        cell = Cell(address, node, behaviour, hypervisor, watchdog)
-        if old is not None:
-            cell.incarnation = old.incarnation + 1
-        cell.ctx = SimContext(self, cell)
+        cell = Cell(self, address, node, behaviour, 0 if old is None else old.incarnation + 1,
+                    hypervisor, watchdog)
         self.cells[address] = cell
         self.spawns += 1
-        if old is not None:
-            if old.node != node:
-                del self._on_node[old.node][address]
-            if not old.alive:
-                del old.ctx  # no reference cycle left behind: a dead cell is never asked for it
+        if old is not None and old.node != node:
+            del self._on_node[old.node][address]
         self._on_node.setdefault(node, {})[address] = cell
-        behaviour.on_start(cell.ctx)
+        behaviour.on_start(cell)
         return cell
 
     def kill_node(self, node: str) -> None:
@@ -296,7 +272,7 @@ class SimRuntime:
 
     def send(self, sender: Cell, to: str, msg: object, network: Network) -> None:
         """``sender`` sends ``msg`` to the actor at ``to`` over ``network``."""
-        sender.ctx.send(to, msg, network)
+        sender.send(to, msg, network)
 
     def deliver(self, to: str, msg: object, delay_s: float = 0.0) -> None:
         """Deliver ``msg`` to the actor now at ``to`` after ``delay_s``, if it still lives."""
@@ -342,13 +318,13 @@ class SimRuntime:
         target = arrival.target
         if target.alive and target.incarnation == arrival.incarnation:
             self.messages += 1
-            target.behaviour.receive(target.ctx, arrival.msg)
+            target.behaviour.receive(target, arrival.msg)
 
     def _arrive(self, arrival: _Arrival) -> None:
         target = arrival.target
         if target.alive and target.incarnation == arrival.incarnation:
             self.messages += 1
-            target.behaviour.receive(target.ctx, arrival.msg)
+            target.behaviour.receive(target, arrival.msg)
 
     # -- observation ---------------------------------------------------------------------------
 

@@ -32,16 +32,16 @@ def runtime(seed: int = 7) -> SimRuntime:
 def test_a_generator_is_made_on_first_use_from_seed_address_and_incarnation() -> None:
     rt = runtime()
     cell = rt.spawn("vm/a", "mgmt", Recorder())
-    assert cell.ctx._random is None  # nobody drew: no 2.5 KiB Mersenne Twister state
-    assert cell.ctx.random.random() == seeded(7, "vm/a#0").random()
-    assert cell.ctx.random is cell.ctx.random  # one stream per actor, not one per use
+    assert cell._random is None  # nobody drew: no 2.5 KiB Mersenne Twister state
+    assert cell.random.random() == seeded(7, "vm/a#0").random()
+    assert cell.random is cell.random  # one stream per actor, not one per use
 
 
 def test_a_respawned_actor_draws_a_new_stream_even_if_its_node_died_before_first_use() -> None:
     rt = runtime()
     first = rt.spawn("host/h1", "h1", Recorder())
     rt.kill_node("h1")  # bumps the dead cell's incarnation; its context keeps the one it had
-    old_draw = first.ctx.random.random()
+    old_draw = first.random.random()
     assert old_draw == seeded(7, "host/h1#0").random()
     again = rt.spawn("host/h1", "h1", Recorder(draw_at_start=True))
     assert isinstance(again.behaviour, Recorder)
@@ -93,11 +93,10 @@ def test_arrivals_come_out_in_simpys_order_whether_they_wait_in_lanes_or_not() -
 def test_a_dead_actor_s_timers_go_nowhere_even_if_a_successor_took_its_address() -> None:
     rt = runtime()
     old = rt.spawn("host/h1", "h1", Recorder())
-    old_ctx = old.ctx
     rt.kill_node("h1")
     new = rt.spawn("host/h1", "h1", Recorder())
-    old_ctx.set_timer(1.0, "the old agent's tick")
-    new.ctx.set_timer(1.0, "tick")
+    old.set_timer(1.0, "the old agent's tick")
+    new.set_timer(1.0, "tick")
     rt.env.run()
     assert isinstance(old.behaviour, Recorder) and isinstance(new.behaviour, Recorder)
     assert old.behaviour.got == [] and new.behaviour.got == ["tick"]
