@@ -94,7 +94,8 @@ def bench_overhead(quick: bool) -> Section:
     ok = r.ratio >= OVERHEAD_TARGET
     notes = [f"{r.messages:,} deliveries in {r.chains:,} concurrent ping-pong chains, best of "
              f"{r.repeats}. Target: runtime across nodes at least {OVERHEAD_TARGET} of bare simpy: "
-             f"**{verdict(ok)}** ({r.ratio:.2f})."]
+             f"**{verdict(ok)}** ({r.ratio:.2f}). Bare simpy's queue holds an entry per chain, the "
+             "runtime's one per delay (its lanes), which is how a runtime on simpy can outrun it."]
     return Section("Runtime overhead", command(args), table, notes, ok)
 
 
@@ -351,28 +352,39 @@ NOTES = """## Reading the figures
 
 - Deliveries grow exactly linearly with the cluster (slope 1.00): the model does no more work
   per host in a larger datacenter, and no step of the runtime, the network model or the HA
-  manager scans all hosts or all VMs per event. The event queue holds about two entries per
-  host (the timers that wait and the messages in flight, 652 at 300 hosts): its log factor
-  grows by about a third from 100 to 3,000 hosts.
-- What grows is the cost of each delivery (the "us/delivery" column): a larger cluster is a
-  larger working set that misses the processor's caches and TLB more often. So memory per VM
-  is speed: "Where the memory goes" lists what holds it. Each actor's random generator (2.5 KiB
-  of Mersenne Twister state) used to be made with the actor and was 43% of all memory; it is
-  now made on first use, which cut memory by 40%.
-- The slope depends on how fast the machine's memory is at the time, not only on the code.
-  The same commit (3f406a1) measured 1.06 three times between 19:25 and 19:35 UTC and 1.19 to
-  1.22 six times between 20:26 and 20:36 UTC on 2026-11-24, with nothing else running: the
-  cost per delivery at 3,000 hosts went from 2.2 to 4.1 us while at 100 hosts it stayed at 1.8
-  to 2.0 us. This VM shares its host, its kernel runs DAMON (`kdamond`, which samples page
-  accesses), and transparent huge pages are `madvise` only, so Python's heap is in 4 KiB pages:
-  a 300 MiB working set touched round robin pays for every miss. Read the slope together with
-  the load average and the 100-host us/delivery above.
+  manager scans all hosts or all VMs per event. Simpy's event queue no longer grows with the
+  cluster either: arrivals wait in one FIFO lane per delay (a heartbeat interval, a ping
+  interval, a path's latency) and only each lane's head is in the queue, a handful of entries
+  at any size where it held two per host before (`sim/runtime.py`). Runs are the same event
+  for event (`tests/test_fuzz.py::test_lanes_do_not_change_a_run`).
+- What grows is the cost of each delivery (the "us/delivery" column). A delivery touches the
+  objects of one actor, and between two rounds of one host's heartbeat every other host has
+  had its turn: at 100 hosts all of them stay in the processor's caches, at 3,000 they do not,
+  and every object a delivery touches costs a trip to memory. The "Memory latency" line above
+  shows where that trip starts: on this shared machine, often below 16 MiB, well under the
+  32 MiB the processor has. So memory per VM, and above all the number of separate objects
+  per delivery, is speed:
+  - each actor's random generator is made on first use (it was 43% of all memory);
+  - a sender keeps its routes (the actor at an address and the fixed delay to it) instead of
+    reading the runtime's table of every actor and the network's table of every pair;
+  - the runtime's cell of an actor is also its context, one object where there were two;
+  - the host agent keeps a pool's heartbeat in one record with the newest write in flight in
+    two fields, where it used three dicts keyed by pool and a dict of writes in flight;
+  - a pong's guests are checked against one set of the VMs that hold capacity on the host,
+    where each guest was a lookup in tables of every VM.
+- On 2026-11-24 these brought the 3,000-host cost from 4.0-4.3 to 3.1-3.4 us per delivery and
+  the slope from 1.23 to 1.16-1.17 in back-to-back runs on the same machine. The same code
+  measured 1.06 on the same day when the machine's memory was faster (3,000 hosts at 2.2 us
+  per delivery, 100 hosts unchanged): read the slope together with the memory latency line,
+  which `make bench` measures when it starts.
 - Nine deliveries in ten are the storage heartbeat: per host, a timer, a write and its
   acknowledgement every `ha.host.selfFencer.interval` (5 s), 0.6 per host per second. Pings
   are most of the rest: a tick, the ping, the pong and a timeout every `host.ping.interval`
   (60 s), 0.07 per host per second. The NeverStop scan reaches only Stopped and Unknown VMs.
-- Wall times depend on what else the machine runs (see the load average above); CPU times
-  vary less. The overhead ratio compares two loops in one process, best of several runs.
+- Wall times depend on what else the machine runs (see the load average above); the scale
+  curve keeps each size's fastest of three runs, taken in rounds over the sizes, so that a
+  burst of other work slows one run and not the figure. The overhead ratio compares two loops
+  in one process, best of several runs.
 """
 
 
