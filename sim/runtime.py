@@ -96,6 +96,19 @@ class _Arrival:
         self.eid = eid
 
 
+class _Lane(deque[_Arrival]):
+    """The arrivals waiting with one delay, oldest first, and the due time of the last one
+    queued: arrivals queued in one instant share that float instead of one each (a cluster
+    whose hosts booted together queues a heartbeat per host in the same instant)."""
+
+    __slots__ = ("queued_at", "due")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued_at = -1.0
+        self.due = 0.0
+
+
 class Cell:
     """One actor incarnation's slot in the runtime (behaviour, node, whether it lives) and
     the ``actors.context.Context`` it is given: one object, not two, because every
@@ -214,7 +227,7 @@ class SimRuntime:
         self._arrivals: list[Callable[[_Arrival], None]] = [self._arrive]  # shared by arrivals
         self._lane_arrivals: list[Callable[[_Arrival], None]] = [self._arrive_from_lane]
         # delay -> the arrivals with that delay waiting behind the one in simpy's queue
-        self._lanes: dict[float, deque[_Arrival]] = {}
+        self._lanes: dict[float, _Lane] = {}
         self.max_lanes = max_lanes
 
     # -- time --------------------------------------------------------------------------------
@@ -296,10 +309,16 @@ class SimRuntime:
         lanes = self._lanes
         lane = lanes.get(delay_s)
         if lane is not None:  # one object per waiting arrival: it waits long, out of cache
+            now = env._now
+            if now == lane.queued_at:
+                due = lane.due
+            else:
+                due = lane.due = now + delay_s
+                lane.queued_at = now
             lane.append(_Arrival(self._lane_arrivals, target, target.incarnation, msg, delay_s,
-                                 env._now + delay_s, next(env._eid)))
+                                 due, next(env._eid)))
         elif len(lanes) < self.max_lanes:
-            lanes[delay_s] = deque()
+            lanes[delay_s] = _Lane()
             heappush(env._queue, (env._now + delay_s, NORMAL, next(env._eid),
                                   _Arrival(self._lane_arrivals, target, target.incarnation, msg, delay_s)))
         else:
