@@ -57,7 +57,8 @@ class NetworkModel:
         # pair -> its delay while its path is clean and up, or None when each crossing is
         # drawn or nothing gets through; forgotten when any link changes
         self._fixed: dict[tuple[Network, str, str], float | None] = {}
-        self.fixed_epoch = 0  # counts the changes that may change a fixed delay
+        self.fixed_token = object()  # replaced by every change that may change a fixed delay
+        self._delays: dict[float, float] = {}  # one float object per fixed delay value
         self.blocked: set[frozenset[str]] = set()  # node pairs cut apart (a host losing a pool)
 
     def attach(self, node: str, networks: Iterable[Network], template: Link | None = None) -> None:
@@ -109,11 +110,11 @@ class NetworkModel:
             self.blocked.add(pair)
         else:
             self.blocked.discard(pair)
-        self.fixed_epoch += 1
+        self.fixed_token = object()
 
     def _unfix(self) -> None:
         self._fixed.clear()
-        self.fixed_epoch += 1
+        self.fixed_token = object()
 
     def route(self, network: Network, src: str, dst: str) -> list[tuple[Link, bool]] | None:
         """The links a message crosses, each with whether it leaves the link's node
@@ -178,7 +179,7 @@ class NetworkModel:
                      for u, v in zip(path, path[1:], strict=False))
 
     def fixed_delay(self, network: Network, src: str, dst: str) -> float | None:
-        """The delay of every message from ``src`` to ``dst`` until ``fixed_epoch`` changes,
+        """The delay of every message from ``src`` to ``dst`` until ``fixed_token`` changes,
         or None when each crossing is drawn (a lossy or jittery link on the path) or none
         gets through. Draws nothing: ``transit`` gives the crossing itself."""
         if self.blocked and frozenset((src, dst)) in self.blocked:
@@ -210,7 +211,7 @@ class NetworkModel:
             if not (link.out_up if outbound else link.in_up) or link.loss or link.jitter_s:
                 return None
             delay += link.latency_s + link.extra_latency_s
-        return delay
+        return self._delays.setdefault(delay, delay)  # shared: a send reads it, hot in cache
 
     def transit(self, network: Network, src: str, dst: str) -> float | None:
         """Delay of one message from ``src`` to ``dst``, or None when it is lost."""

@@ -44,8 +44,9 @@ from actors.states import Network
 from sim.network import NetworkModel
 
 PublishHook = Callable[[float, str, object], None]
-# (when it was found, the actor at the address or None, network, fixed delay or None)
-_Route = tuple[int, "Cell | None", Network, "float | None"]
+# (the runtime's and the network's tokens when it was found, the actor at the address or
+# None, the network, the fixed delay or None)
+_Route = tuple[object, object, "Cell | None", Network, "float | None"]
 MAX_LANES = 64
 
 
@@ -158,13 +159,14 @@ class Cell:
         runtime = self._runtime
         routes = self._routes
         route = None if routes is None else routes.get(to)
-        if (route is None or route[2] is not network
-                or route[0] != runtime.spawns + runtime.network.fixed_epoch):
+        # Identity checks only: nothing of the route but the tuple is read from memory.
+        if (route is None or route[0] is not runtime.cells_token
+                or route[1] is not runtime.network.fixed_token or route[3] is not network):
             route = self._route(to, network)
-        target = route[1]
+        target = route[2]
         if target is None:
             return
-        delay = route[3]
+        delay = route[4]
         if delay is None:  # a lossy or jittery path: each crossing is drawn
             delay = runtime.network.transit(network, self.node, target.node)
             if delay is None:
@@ -183,7 +185,7 @@ class Cell:
         if target is not None:
             node = self.node
             delay = 0.0 if target.node == node else runtime.network.fixed_delay(network, node, target.node)
-        route = (runtime.spawns + runtime.network.fixed_epoch, target, network, delay)
+        route = (runtime.cells_token, runtime.network.fixed_token, target, network, delay)
         if self._routes is None:
             self._routes = {}
         self._routes[to] = route
@@ -216,7 +218,7 @@ class SimRuntime:
         self.network = network
         self.seed = seed
         self.cells: dict[str, Cell] = {}
-        self.spawns = 0  # counts the changes of cells, for the routes contexts keep
+        self.cells_token = object()  # replaced when cells change: the routes cells keep are void
         self._on_node: dict[str, dict[str, Cell]] = {}  # node -> address -> cell, as in cells
         self.on_publish: list[PublishHook] = []
         self.logs: list[tuple[float, str, str]] = []
@@ -259,7 +261,7 @@ class SimRuntime:
         cell = Cell(self, address, node, behaviour, 0 if old is None else old.incarnation + 1,
                     hypervisor, watchdog)
         self.cells[address] = cell
-        self.spawns += 1
+        self.cells_token = object()
         if old is not None and old.node != node:
             del self._on_node[old.node][address]
         self._on_node.setdefault(node, {})[address] = cell
