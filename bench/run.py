@@ -372,11 +372,14 @@ NOTES = """## Reading the figures
     two fields, where it used three dicts keyed by pool and a dict of writes in flight;
   - a pong's guests are checked against one set of the VMs that hold capacity on the host,
     where each guest was a lookup in tables of every VM.
-- On 2026-11-24 these brought the 3,000-host cost from 4.0-4.3 to 3.1-3.4 us per delivery and
-  the slope from 1.23 to 1.16-1.17 in back-to-back runs on the same machine. The same code
-  measured 1.06 on the same day when the machine's memory was faster (3,000 hosts at 2.2 us
-  per delivery, 100 hosts unchanged): read the slope together with the memory latency line,
-  which `make bench` measures when it starts.
+  - a route is checked by identity (tokens the runtime and the network model replace on a
+    change), and equal fixed delays are one float: a send reads nothing cold but its route;
+  - arrivals queued in one instant with one delay share their due time.
+- On 2026-11-24 these brought the 3,000-host cost from 4.0-4.3 to 2.3-2.5 us per delivery
+  (100 hosts: from 1.9-2.0 to 1.6-1.7 us), and the slope from 1.23 to 1.09-1.12 in the runs
+  after the last of them, on the same machine. Earlier the same day, code that measured
+  1.19-1.22 had measured 1.06 while the machine's memory was faster: read the slope together
+  with the memory latency line, which `make bench` measures when it starts.
 - Nine deliveries in ten are the storage heartbeat: per host, a timer, a write and its
   acknowledgement every `ha.host.selfFencer.interval` (5 s), 0.6 per host per second. Pings
   are most of the rest: a tick, the ping, the pong and a timeout every `host.ping.interval`
