@@ -17,8 +17,8 @@ Arrivals with the same delay wait in that delay's lane, a FIFO, and only each la
 is in simpy's queue. A cluster's arrivals use a handful of delays (a heartbeat interval,
 a ping interval, a path's latency), and arrivals queued with one delay are due in the
 order they were queued, with rising sequence numbers: so a lane is already sorted, and the
-queue pops exactly what it would pop if every arrival were in it. The queue then holds
-tens of entries instead of two per host; each pop costs a fixed few comparisons on hot
+queue pops exactly what it would pop if every arrival were in it. The queue then holds a
+handful of entries instead of two per host; each pop costs a fixed few comparisons on hot
 entries instead of a descent through thousands of entries scattered over the heap, which
 in a large cluster are out of the processor's caches. At most ``MAX_LANES`` lanes exist
 at once (random delays, jitter and drifting clocks make many delays): an arrival whose
