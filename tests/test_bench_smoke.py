@@ -86,3 +86,27 @@ def test_a_run_makes_no_cyclic_garbage() -> None:
     sim.env.run = run  # type: ignore[method-assign]
     result = sim.run()
     assert found == [0] and not result.violations
+
+
+def test_ab_runs_the_base_revision_s_code_and_this_tree_s(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.ab import export, measure_in
+
+    export("HEAD", tmp_path)
+    assert (tmp_path / "sim" / "runtime.py").is_file() and (tmp_path / "bench" / "measure.py").is_file()
+    # A tree whose workload differs shows it: the run really uses the exported code.
+    workload = tmp_path / "bench" / "workload.py"
+    text = workload.read_text()
+    workload.write_text(text.replace("vms_per_host: float = 20.0", "vms_per_host: float = 3.0"))
+    assert measure_in(tmp_path, 10, 300.0, seed=1).vms == 30
+    assert main(["ab", "--base", "HEAD", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "python -m bench.run ab --base HEAD --quick" in out and "cheaper in" in out
+
+
+def test_ab_with_an_unknown_revision_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ab", "--base", "no-such-revision", "--quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("bench.run ab: cannot export revision 'no-such-revision'")
+    with pytest.raises(SystemExit):
+        main(["ab"])
