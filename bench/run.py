@@ -70,6 +70,16 @@ def command(args: Sequence[str]) -> str:
     return "python -m bench.run " + " ".join(args)
 
 
+def reproducing(words: Sequence[str], quick: bool, *options: tuple[str, str, str]) -> list[str]:
+    """The arguments that reproduce a benchmark: ``words``, ``--quick``, and each option
+    ``(flag, value, default)`` whose value is not its default (both as printed)."""
+    args = [*words] + (["--quick"] if quick else [])
+    for flag, value, default in options:
+        if value != default:
+            args += [flag, value]
+    return args
+
+
 def span(duration_s: float) -> str:
     return f"{duration_s / 3600:g} h" if duration_s >= 3600 else f"{duration_s / 60:g} min"
 
@@ -113,13 +123,10 @@ MEASURE_HEAD = ["hosts", "VMs", "wall s", "CPU s", "peak RSS MiB", "deliveries",
 def bench_reference(quick: bool, hosts: int | None, duration_s: float | None, seed: int) -> Section:
     hosts = hosts or (QUICK_HOSTS if quick else REFERENCE_HOSTS)
     duration_s = duration_s or (QUICK_DURATION_S if quick else 3600.0)
-    args = ["reference"] + (["--quick"] if quick else [])
-    if hosts != (QUICK_HOSTS if quick else REFERENCE_HOSTS):
-        args += ["--hosts", str(hosts)]
-    if duration_s != (QUICK_DURATION_S if quick else 3600.0):
-        args += ["--duration", f"{duration_s:g}"]
-    if seed != 1:
-        args += ["--seed", str(seed)]
+    args = reproducing(["reference"], quick,
+                       ("--hosts", str(hosts), str(QUICK_HOSTS if quick else REFERENCE_HOSTS)),
+                       ("--duration", f"{duration_s:g}", f"{QUICK_DURATION_S if quick else 3600.0:g}"),
+                       ("--seed", str(seed), "1"))
     m = run_child(hosts, duration_s, seed)
     table = [MEASURE_HEAD, _measure_row(m)]
     wall_ok, rss_ok = m.wall_s <= WALL_TARGET_S, m.peak_rss_mib <= RSS_TARGET_MIB
@@ -155,15 +162,10 @@ def bench_scale(quick: bool, sizes: Sequence[int] | None, duration_s: float | No
     duration_s = duration_s or (QUICK_DURATION_S if quick else 3600.0)
     default_repeats = 1 if quick else SCALE_REPEATS
     repeats = repeats or default_repeats
-    args = ["scale"] + (["--quick"] if quick else [])
-    if sizes != (QUICK_SIZES if quick else SCALE_SIZES):
-        args += ["--sizes", ",".join(map(str, sizes))]
-    if duration_s != (QUICK_DURATION_S if quick else 3600.0):
-        args += ["--duration", f"{duration_s:g}"]
-    if seed != 1:
-        args += ["--seed", str(seed)]
-    if repeats != default_repeats:
-        args += ["--repeats", str(repeats)]
+    listed = ",".join(map(str, sizes)), ",".join(map(str, QUICK_SIZES if quick else SCALE_SIZES))
+    args = reproducing(["scale"], quick, ("--sizes", *listed),
+                       ("--duration", f"{duration_s:g}", f"{QUICK_DURATION_S if quick else 3600.0:g}"),
+                       ("--seed", str(seed), "1"), ("--repeats", str(repeats), str(default_repeats)))
     # Rounds over all sizes, so that a burst of other work on the machine slows one run of
     # a size, not every run of it; each size keeps its fastest run.
     best: dict[int, Measurement] = {}
@@ -196,14 +198,9 @@ def bench_scale(quick: bool, sizes: Sequence[int] | None, duration_s: float | No
 
 
 def _profile_args(name: str, quick: bool, hosts: int, duration_s: float, top: int) -> list[str]:
-    args = [name] + (["--quick"] if quick else [])
-    if hosts != (QUICK_HOSTS if quick else 300):
-        args += ["--hosts", str(hosts)]
-    if duration_s != (QUICK_DURATION_S if quick else 3600.0):
-        args += ["--duration", f"{duration_s:g}"]
-    if top != 25:
-        args += ["--top", str(top)]
-    return args
+    return reproducing([name], quick, ("--hosts", str(hosts), str(QUICK_HOSTS if quick else 300)),
+                       ("--duration", f"{duration_s:g}", f"{QUICK_DURATION_S if quick else 3600.0:g}"),
+                       ("--top", str(top), "25"))
 
 
 def bench_profile(quick: bool, hosts: int | None, duration_s: float | None, top: int) -> Section:
@@ -274,15 +271,10 @@ def bench_ab(quick: bool, base: str, hosts: int | None, duration_s: float | None
     hosts = hosts or (QUICK_HOSTS if quick else AB_HOSTS)
     duration_s = duration_s or (QUICK_DURATION_S if quick else AB_DURATION_S)
     rounds = rounds or (1 if quick else AB_ROUNDS)
-    args = ["ab", "--base", base] + (["--quick"] if quick else [])
-    if hosts != (QUICK_HOSTS if quick else AB_HOSTS):
-        args += ["--hosts", str(hosts)]
-    if duration_s != (QUICK_DURATION_S if quick else AB_DURATION_S):
-        args += ["--duration", f"{duration_s:g}"]
-    if rounds != (1 if quick else AB_ROUNDS):
-        args += ["--rounds", str(rounds)]
-    if seed != 1:
-        args += ["--seed", str(seed)]
+    args = reproducing(["ab", "--base", base], quick,
+                       ("--hosts", str(hosts), str(QUICK_HOSTS if quick else AB_HOSTS)),
+                       ("--duration", f"{duration_s:g}", f"{QUICK_DURATION_S if quick else AB_DURATION_S:g}"),
+                       ("--rounds", str(rounds), str(1 if quick else AB_ROUNDS)), ("--seed", str(seed), "1"))
     r = compare(base, hosts, duration_s, rounds, seed, progress)
     cost = AbResult.us_per_delivery
     table = [["round", f"{base} us/delivery", "this tree us/delivery", f"{base} wall s", "this tree wall s",
@@ -405,7 +397,7 @@ NOTES = """## Reading the figures
   - the host agent keeps a pool's heartbeat in one record with the newest write in flight in
     two fields, where it used three dicts keyed by pool and a dict of writes in flight;
   - a pong's guests are checked against one set of the VMs that hold capacity on the host,
-    where each guest was a lookup in tables of every VM.
+    where each guest was a lookup in tables of every VM;
   - a route is checked by identity (tokens the runtime and the network model replace on a
     change), and equal fixed delays are one float: a send reads nothing cold but its route;
   - arrivals queued in one instant with one delay share their due time.
