@@ -227,7 +227,9 @@ class SimRuntime:
         # node's clock is continuous and monotonic, only its speed changes.
         self.clocks: dict[str, tuple[float, float, float]] = {}
         self._arrivals: list[Callable[[_Arrival], None]] = [self._arrive]  # shared by arrivals
-        self._lane_arrivals: list[Callable[[_Arrival], None]] = [self._arrive_from_lane]
+        # simpy calls an event's callbacks in order: a lane's head first lets the next one
+        # in, then is delivered like any arrival
+        self._lane_arrivals: list[Callable[[_Arrival], None]] = [self._advance_lane, self._arrive]
         # delay -> the arrivals with that delay waiting behind the one in simpy's queue
         self._lanes: dict[float, _Lane] = {}
         self.max_lanes = max_lanes
@@ -327,7 +329,7 @@ class SimRuntime:
             heappush(env._queue, (env._now + delay_s, NORMAL, next(env._eid),
                                   _Arrival(self._arrivals, target, target.incarnation, msg)))
 
-    def _arrive_from_lane(self, arrival: _Arrival) -> None:
+    def _advance_lane(self, arrival: _Arrival) -> None:
         """The head of a lane arrives: the next one in the lane takes its place in the queue."""
         lanes = self._lanes
         lane = lanes[arrival.lane]
@@ -336,10 +338,6 @@ class SimRuntime:
             heappush(self.env._queue, (head.at, NORMAL, head.eid, head))
         else:
             del lanes[arrival.lane]
-        target = arrival.target
-        if target.alive and target.incarnation == arrival.incarnation:
-            self.messages += 1
-            target.behaviour.receive(target, arrival.msg)
 
     def _arrive(self, arrival: _Arrival) -> None:
         target = arrival.target
@@ -354,14 +352,14 @@ class SimRuntime:
         delivered (or dropped, if its actor died): replay digests and debugging. Costs a
         call per arrival, so only runs that ask pay for it."""
         env = self.env
+        arrive = self._arrive
+
+        def traced(arrival: _Arrival) -> None:
+            hook(float(env._now), arrival.target.address, arrival.msg)
+            arrive(arrival)
+
         for callbacks in (self._arrivals, self._lane_arrivals):
-            arrive = callbacks[0]
-
-            def traced(arrival: _Arrival, arrive: Callable[[_Arrival], None] = arrive) -> None:
-                hook(float(env._now), arrival.target.address, arrival.msg)
-                arrive(arrival)
-
-            callbacks[0] = traced
+            callbacks[-1] = traced  # the delivery, last of each list
 
     def publish(self, address: str, event: object) -> None:
         for hook in self.on_publish:
