@@ -57,9 +57,8 @@ class Watchdog:
         self.deadline = None
 
     def _check_at(self, at: float) -> None:
-        env = self.runtime.env
         self.check_queued = True
-        env.timeout(max(0.0, at - float(env.now))).callbacks.append(self._check)
+        self.runtime.later(max(0.0, at - float(self.runtime.env.now)), self._check)
 
     def _check(self, _: object) -> None:
         self.check_queued = False

@@ -76,7 +76,7 @@ class SimHypervisor:
                 self.truth.start_run(self.runtime.env.now, vm.name, self.host, cause, ordered_at)
             self._to_agent(HvDone(token, True))
 
-        self._later(self.rng.uniform(*BOOT_S), booted)
+        self.runtime.later(self.rng.uniform(*BOOT_S), booted)
 
     def stop(self, vm: str, token: int, force: bool) -> None:
         if self._held(lambda: self.stop(vm, token, force)):
@@ -90,7 +90,7 @@ class SimHypervisor:
             self._end(vm, reason)
             self._to_agent(HvDone(token, True))
 
-        self._later(DESTROY_S if force else SHUTDOWN_S, stopped)
+        self.runtime.later(DESTROY_S if force else SHUTDOWN_S, stopped)
 
     def migrate(self, vm: str, dest_host: str, token: int) -> None:
         if self._held(lambda: self.migrate(vm, dest_host, token)):
@@ -116,7 +116,7 @@ class SimHypervisor:
             self.truth.start_run(now, vm, dest_host, "migration")
             self._to_agent(HvDone(token, True))
 
-        self._later(MIGRATE_BASE_S + MIGRATE_S_PER_GIB * mem_gib, moved)
+        self.runtime.later(MIGRATE_BASE_S + MIGRATE_S_PER_GIB * mem_gib, moved)
 
     # -- faults and set-up -------------------------------------------------------------------------
 
@@ -188,6 +188,3 @@ class SimHypervisor:
             self.waiting.append(lambda: self.runtime.deliver(host_addr(self.host), msg))
             return
         self.runtime.deliver(host_addr(self.host), msg)
-
-    def _later(self, delay_s: float, callback: Any) -> None:
-        self.runtime.env.timeout(delay_s).callbacks.append(callback)

@@ -210,7 +210,7 @@ class Simulation:
                 hv.booted = True
                 self._boot_agent(host)
 
-        self.env.timeout(HOST_BOOT_S).callbacks.append(booted)
+        self.runtime.later(HOST_BOOT_S, booted)
 
     def _watchdog_reset(self, host: str) -> None:
         """The host's watchdog fired: a hardware reset, so every guest dies at once, and
@@ -252,7 +252,7 @@ class Simulation:
             self.faults.append(FaultMark(float(self.env.now), event.action, event.target))
             self.apply(event)
 
-        self.env.timeout(event.at_s).callbacks.append(fire)
+        self.runtime.later(event.at_s, fire)
 
     def _user(self, msg: object) -> None:
         self.runtime.deliver(MANAGER, msg)

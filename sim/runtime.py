@@ -252,7 +252,9 @@ class SimRuntime:
         anchor = self.clocks.get(node) if self.clocks else None
         return 1.0 if anchor is None else anchor[2]
 
-    def _later(self, delay_s: float, callback: Callable[[Any], None]) -> None:
+    def later(self, delay_s: float, callback: Callable[[Any], None]) -> None:
+        """Call ``callback`` after ``delay_s`` of virtual time: the simulator's own devices
+        and events (a plain simpy timeout; actors use their context's timers)."""
         self.env.timeout(delay_s).callbacks.append(callback)
 
     # -- actors --------------------------------------------------------------------------------
