@@ -44,21 +44,17 @@ class AbResult:
     duration_s: float
     rounds: list[tuple[Measurement, Measurement]]  # (base, this tree) per round
 
-    @staticmethod
-    def us_per_delivery(m: Measurement) -> float:
-        return 1e6 * m.wall_s / max(m.messages, 1)
-
     @property
     def change(self) -> float:
         """This tree's median cost per delivery over the base's, minus one (-0.08: 8% faster)."""
-        base = statistics.median(self.us_per_delivery(b) for b, _ in self.rounds)
-        this = statistics.median(self.us_per_delivery(t) for _, t in self.rounds)
+        base = statistics.median(b.us_per_delivery for b, _ in self.rounds)
+        this = statistics.median(t.us_per_delivery for _, t in self.rounds)
         return this / base - 1.0
 
     @property
     def wins(self) -> int:
         """Rounds in which this tree was cheaper per delivery than the base."""
-        return sum(self.us_per_delivery(t) < self.us_per_delivery(b) for b, t in self.rounds)
+        return sum(t.us_per_delivery < b.us_per_delivery for b, t in self.rounds)
 
 
 def export(revision: str, into: Path) -> None:

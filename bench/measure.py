@@ -46,6 +46,11 @@ class Measurement:
     def events_per_s(self) -> float:
         return self.messages / self.wall_s if self.wall_s else 0.0
 
+    @property
+    def us_per_delivery(self) -> float:
+        """Wall microseconds per delivery: the cost that grows with the cluster."""
+        return 1e6 * self.wall_s / max(self.messages, 1)
+
 
 def _rss_mib() -> float:
     """This process's peak resident set so far, in MiB."""

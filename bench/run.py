@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import overhead
-from bench.ab import AB_DURATION_S, AB_HOSTS, AB_ROUNDS, AbResult, RevisionError, compare
+from bench.ab import AB_DURATION_S, AB_HOSTS, AB_ROUNDS, RevisionError, compare
 from bench.measure import Measurement, run_child
 from bench.workload import REFERENCE_HOSTS
 
@@ -177,7 +177,7 @@ def bench_scale(quick: bool, sizes: Sequence[int] | None, duration_s: float | No
                 best[hosts] = m
     runs = [best[hosts] for hosts in sizes]
     table = [MEASURE_HEAD + ["us/delivery"]]
-    table += [_measure_row(m) + [f"{1e6 * m.wall_s / max(m.messages, 1):.2f}"] for m in runs]
+    table += [_measure_row(m) + [f"{m.us_per_delivery:.2f}"] for m in runs]
     hosts = [m.hosts for m in runs]
     s_wall = slope(hosts, [m.wall_s for m in runs])
     s_cpu = slope(hosts, [m.cpu_s for m in runs])
@@ -276,13 +276,12 @@ def bench_ab(quick: bool, base: str, hosts: int | None, duration_s: float | None
                        ("--duration", f"{duration_s:g}", f"{QUICK_DURATION_S if quick else AB_DURATION_S:g}"),
                        ("--rounds", str(rounds), str(1 if quick else AB_ROUNDS)), ("--seed", str(seed), "1"))
     r = compare(base, hosts, duration_s, rounds, seed, progress)
-    cost = AbResult.us_per_delivery
     table = [["round", f"{base} us/delivery", "this tree us/delivery", f"{base} wall s", "this tree wall s",
               "deliveries"]]
     for i, (b, t) in enumerate(r.rounds, 1):
         deliveries = f"{b.messages:,}" if b.messages == t.messages else f"{b.messages:,} / {t.messages:,}"
-        table.append([str(i), f"{cost(b):.2f}", f"{cost(t):.2f}", f"{b.wall_s:.2f}", f"{t.wall_s:.2f}",
-                      deliveries])
+        table.append([str(i), f"{b.us_per_delivery:.2f}", f"{t.us_per_delivery:.2f}", f"{b.wall_s:.2f}",
+                      f"{t.wall_s:.2f}", deliveries])
     faster = "cheaper" if r.change < 0 else "dearer"
     notes = [f"{hosts:,} hosts, {span(duration_s)} simulated, the scale curve's workload; the two trees "
              f"alternate, each run in a fresh process. This tree is {abs(r.change):.1%} {faster} per "
