@@ -400,8 +400,8 @@ NOTES = """## Reading the figures
   - a route is checked by identity (tokens the runtime and the network model replace on a
     change), and equal fixed delays are one float: a send reads nothing cold but its route;
   - arrivals queued in one instant with one delay share their due time.
-- On 2026-11-24 these brought the 3,000-host cost from 4.0-4.3 to 2.3-2.5 us per delivery
-  (100 hosts: from 1.9-2.0 to 1.6-1.7 us), and the slope from 1.23 to 1.09-1.12 in the runs
+- On 2026-11-24 these brought the 3,000-host cost from 4.0-4.3 to 2.2-2.5 us per delivery
+  (100 hosts: from 1.9-2.0 to 1.6-1.7 us), and the slope from 1.23 to 1.08-1.12 in the runs
   after the last of them, on the same machine. Earlier the same day, code that measured
   1.19-1.22 had measured 1.06 while the machine's memory was faster: read the slope together
   with the memory latency line, which `make bench` measures when it starts.
