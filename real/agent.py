@@ -31,11 +31,13 @@ from actors.context import Behaviour
 from actors.host_agent import HostAgent
 from actors.inventory import host_addr
 from actors.policy import self_fencing_on
+from real.authz import MGMT_LOG
 from real.domain import GuestTemplate
 from real.heartbeat import FileHeartbeat
 from real.libvirt_port import LibvirtHypervisor
 from real.shell import Boot, Booted, NodeShell
-from real.watchdog import FileWatchdog
+from real.watchdog import WATCHDOG_KEY, FileWatchdog
+from real.wire import active
 
 READY_POLL_S = 0.2
 OWNER_CHECK_S = 1.0
@@ -59,13 +61,6 @@ class HostSpec:
 @dataclass(frozen=True)
 class AgentBoot(Boot):
     spec: HostSpec | None = None
-
-
-@dataclass(frozen=True)
-class InjectCrash:
-    """Test hook: make a guest crash (test driver: a core dump with VIR_DUMP_CRASH)."""
-
-    vm: str
 
 
 @dataclass(frozen=True)
@@ -103,10 +98,13 @@ class AgentShell(NodeShell):
             migration_target=lambda dest: spec.migration.get(dest, ("", "")),
             log=lambda text: mailbox.post("", _Log(text)),
             refresh_s=spec.refresh_s, shutdown_timeout_s=spec.shutdown_timeout_s)
+        wire = active()
+        assert wire is not None, "an agent shell runs only in a secured actor system (real.wire.install)"
         self.heartbeat = FileHeartbeat(spec.pool_paths, mailbox.post,
-                                       lambda text: mailbox.post("", _Log(text)))
+                                       lambda text: mailbox.post("", _Log(text)), wire.identity, MGMT_LOG)
         if spec.watchdog_state:
-            self.watchdog = FileWatchdog(spec.watchdog_state, self.log)
+            self.watchdog = FileWatchdog(spec.watchdog_state, self.log,
+                                         key=wire.identity.local_key(WATCHDOG_KEY))
         self.hv.open()
         self.pending_cells = msg.cells
         self.log(f"agent shell for {spec.host} booted on pid {os.getpid()}; waiting for {spec.libvirt_uri}")
@@ -172,13 +170,6 @@ class AgentShell(NodeShell):
         if to.startswith("pool/") and self.heartbeat is not None:
             return self.heartbeat.handle(to[len("pool/"):], msg)
         return False
-
-    def on_other(self, msg: Any, sender: Any) -> None:
-        if isinstance(msg, InjectCrash) and self.hv is not None:
-            try:
-                self.hv.crash(msg.vm)
-            except Exception as err:  # a test hook: say why it did not work
-                self.log(f"crash of {msg.vm} not injected: {err}")
 
     def on_exit(self) -> None:
         super().on_exit()

@@ -16,6 +16,7 @@ from actors.config import KEY_TO_FIELD
 from sim.cli import EXIT_FAILED, EXIT_OK, UsageError
 
 DEFAULT_SOCKET_ENV = "NEVERSTOP_SOCKET"
+KEY_ENV = "NEVERSTOP_KEY"
 
 
 def _socket(args: argparse.Namespace) -> str:
@@ -29,6 +30,23 @@ def register(groups: Any) -> None:
                              description="Real mode: the same actors on Thespian and libvirt.")
     sub = real.add_subparsers(dest="command", required=True, parser_class=type(real))
 
+    kg = sub.add_parser(
+        "keygen", help="write a new cluster key, or a host's key made from it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a key file (mode 0600; an existing file is never overwritten).\n\n"
+        "  neverstop real keygen /etc/neverstop/cluster.key\n"
+        "      a new random cluster key: the manager's, and the CLI's on the management node\n"
+        "  neverstop real keygen --host kvm1 --from /etc/neverstop/cluster.key kvm1.key\n"
+        "      host kvm1's key: copy it to kvm1 as /etc/neverstop/cluster.key (its agent and\n"
+        "      watchdog read it). It signs as kvm1 only: a host that is broken into cannot\n"
+        "      speak as the manager or as another host.\n"
+        "See docs/real-mode.md, 'Keys' and 'Rotating the cluster key'.")
+    kg.add_argument("path", metavar="PATH", help="the key file to create")
+    kg.add_argument("--host", metavar="NAME", help="make host NAME's key (needs --from)")
+    kg.add_argument("--from", dest="cluster_key", metavar="CLUSTER_KEY",
+                    help="the cluster key a host key is made from")
+    kg.set_defaults(func=cmd_keygen)
+
     m = sub.add_parser("manager", help="run the HA manager (management node)",
                        description="Run the convention leader with the HA manager, in the foreground.")
     m.add_argument("--config", required=True, metavar="TOML", help="cluster file ([[host]], [[storage]], "
@@ -38,6 +56,7 @@ def register(groups: Any) -> None:
     m.add_argument("--state", metavar="PATH", help="SQLite file of the HA state (default: [real] state)")
     m.add_argument("--socket", metavar="PATH", help="control socket (default /run/neverstop/manager.sock)")
     m.add_argument("--ready-file", metavar="PATH", help=argparse.SUPPRESS)
+    _key_option(m, "the cluster key")
     m.set_defaults(func=cmd_manager)
 
     a = sub.add_parser("agent", help="run a compute host's agent",
@@ -53,6 +72,7 @@ def register(groups: Any) -> None:
                    "the agent pets it while self-fencing is on. Without it, under Force the manager never "
                    "trusts this host's self-fencing")
     a.add_argument("--ready-file", metavar="PATH", help=argparse.SUPPRESS)
+    _key_option(a, "this host's key (or the cluster key)")
     a.set_defaults(func=cmd_agent)
 
     w = sub.add_parser(
@@ -80,6 +100,8 @@ def register(groups: Any) -> None:
                    help="how often to read the state file (0.25; at most 5)")
     w.add_argument("--qemu-pid-dir", default="/run/libvirt/qemu", metavar="DIR",
                    help="libvirt's qemu pid files (/run/libvirt/qemu, for qemu:///system)")
+    _key_option(w, "this host's key (or the cluster key, with --name): the state file is MACed with it")
+    w.add_argument("--name", help="this host's name (only with a cluster key; a host key names its host)")
     w.set_defaults(func=cmd_watchdog)
 
     st = sub.add_parser("status", help="the VM and host tables, live from the manager")
@@ -118,10 +140,31 @@ def register(groups: Any) -> None:
     for p in (st, sh, sp, sa, mt, cs):
         p.add_argument("--socket", metavar="PATH", help=f"control socket (default ${DEFAULT_SOCKET_ENV} or "
                        "/run/neverstop/manager.sock)")
+        _key_option(p, "the cluster key: requests are signed with it")
 
     from real.lab import register as register_lab
 
     register_lab(groups)
+
+
+def _key_option(parser: argparse.ArgumentParser, what: str) -> None:
+    from real.keys import DEFAULT_KEY
+
+    parser.add_argument("--key", metavar="PATH", default=os.environ.get(KEY_ENV) or DEFAULT_KEY,
+                        help=f"{what} (default ${KEY_ENV} or {DEFAULT_KEY}; mode 0600)")
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from real.keys import KeyFileError, keygen
+
+    if args.cluster_key and not args.host:
+        raise UsageError("neverstop real keygen: --from needs --host NAME")
+    try:
+        path = keygen(args.path, args.host, args.cluster_key)
+    except KeyFileError as err:
+        raise UsageError(str(err)) from None
+    print(f"{'host ' + args.host if args.host else 'cluster'} key written to {path} (mode 0600)")
+    return EXIT_OK
 
 
 def cmd_manager(args: argparse.Namespace) -> int:
@@ -129,7 +172,7 @@ def cmd_manager(args: argparse.Namespace) -> int:
     from real.daemon import DaemonError, run_manager
 
     try:
-        return run_manager(args.config, args.listen, args.state, _socket(args), args.ready_file)
+        return run_manager(args.config, args.listen, args.state, _socket(args), args.key, args.ready_file)
     except (ClusterError, DaemonError) as err:
         raise UsageError(str(err)) from None
 
@@ -139,16 +182,25 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     try:
         return run_agent(args.manager, args.name, args.libvirt, args.address, args.admin_port,
-                         args.ready_file, args.watchdog_state)
+                         args.ready_file, args.watchdog_state, args.key)
     except DaemonError as err:
         raise UsageError(str(err)) from None
 
 
 def cmd_watchdog(args: argparse.Namespace) -> int:
-    from real.watchdog import run_daemon
+    from real.keys import KeyFileError, load_key
+    from real.watchdog import WATCHDOG_KEY, run_daemon
 
     try:
-        return run_daemon(args.state, args.action, args.device, args.poll, args.qemu_pid_dir)
+        key = load_key(args.key)
+        name = args.name or key.name
+        if not name:
+            raise UsageError("neverstop real watchdog: with a cluster key, say which host this is (--name)")
+        mac_key = key.host(name).local_key(WATCHDOG_KEY)
+    except KeyFileError as err:
+        raise UsageError(f"neverstop real watchdog: {err}") from None
+    try:
+        return run_daemon(args.state, args.action, args.device, args.poll, args.qemu_pid_dir, mac_key)
     except ValueError as err:
         raise UsageError(f"neverstop real watchdog: {err}") from None
 
@@ -157,7 +209,7 @@ def _request(args: argparse.Namespace, cmd: str, payload: dict[str, Any]) -> dic
     from real.daemon import DaemonError, control
 
     try:
-        return control(_socket(args), cmd, payload)
+        return control(_socket(args), cmd, payload, key_path=args.key)
     except DaemonError as err:
         raise UsageError(str(err)) from None
 

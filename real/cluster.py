@@ -28,7 +28,9 @@ evidence (peers, storage heartbeats).
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -84,12 +86,37 @@ class Cluster:
 
 
 def load_cluster(path: str | Path) -> Cluster:
+    """Read, check and parse a cluster file. It can name programs that run as root (command
+    power controllers), so it must be root's and writable by nobody else; so must the
+    IPMI password files it names, which nobody else may read."""
     name = str(path)
     try:
+        st = os.stat(path)
         text = Path(path).read_text()
     except OSError as err:
         raise ClusterError(f"{name}: file: cannot read: {err.strerror or err}") from None
-    return parse_cluster(text, name)
+    if st.st_uid not in (0, os.geteuid()):
+        raise ClusterError(f"{name}: file: owned by uid {st.st_uid}, not root (it names programs root runs)")
+    if st.st_mode & 0o022:
+        raise ClusterError(f"{name}: file: writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}; "
+                           f"it names programs root runs); run: chmod go-w {name}")
+    cluster = parse_cluster(text, name)
+    for host, spec in cluster.settings.power.items():
+        if spec.type == "ipmi":
+            _check_password_file(spec.password_file, f"{name}: real.power.{host}.password_file")
+    return cluster
+
+
+def _check_password_file(path: str, where: str) -> None:
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise ClusterError(f"{where}: {path}: {err.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ClusterError(f"{where}: {path}: not a regular file")
+    if st.st_mode & 0o007:
+        raise ClusterError(f"{where}: {path}: readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                           f"run: chmod o-rwx {path}")
 
 
 def parse_cluster(text: str, path: str = "<string>") -> Cluster:
@@ -168,6 +195,8 @@ def _settings(real: dict[str, Any], path: str) -> RealSettings:
     if not isinstance(power_raw, dict):
         raise bad("power", "expected a table of [real.power.HOST] tables")
     power = {host: _power(spec, f"power.{host}", bad) for host, spec in power_raw.items()}
+    for key in ("migration_uri", "migration_stream"):
+        _check_template(text(key, getattr(RealSettings, key)), key, bad)
     return RealSettings(
         state=text("state", RealSettings.state),
         guest=guest,
@@ -181,6 +210,19 @@ def _settings(real: dict[str, Any], path: str) -> RealSettings:
         mounts=dict(mounts),
         power=power,
     )
+
+
+def _check_template(template: str, key: str, bad: Any) -> None:
+    """A migration template is filled in for every host that joins: find its mistakes now."""
+    if not template and key == "migration_stream":
+        return
+    try:
+        uri = template.format(ip="192.0.2.1", host="host-1")
+    except (KeyError, IndexError, ValueError) as err:
+        raise bad(key, f"bad template {template!r} ({err}): only {{ip}} and {{host}} "
+                       "may be filled in") from None
+    if "://" not in uri or any(c.isspace() for c in uri):
+        raise bad(key, f"{template!r} is not a URI template such as qemu+tls://{{ip}}/system")
 
 
 def _power(spec: Any, where: str, bad: Any) -> PowerSpec:
@@ -200,6 +242,8 @@ def _power(spec: Any, where: str, bad: Any) -> PowerSpec:
     for key in required.get(kind, ()):
         if not spec.get(key):
             raise bad(where, f"a {kind} controller needs {key!r}")
+    if kind == "ipmi" and spec.get("interface", "lanplus") == "lan":
+        raise bad(f"{where}.interface", "'lan' (IPMI 1.5) sends the password in the clear: use lanplus")
     timeout = spec.get("timeout", 5)
     if isinstance(timeout, str):
         timeout = parse_duration(timeout, f"real.{where}.timeout")

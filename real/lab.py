@@ -86,6 +86,15 @@ class LabState:
     def cluster_file(self) -> str:
         return os.path.join(self.dir, "cluster.toml")
 
+    @property
+    def key(self) -> str:
+        """The cluster key: the manager's, and the CLI's."""
+        return os.path.join(self.dir, "keys", "cluster.key")
+
+    def host_key(self, name: str) -> str:
+        """Host ``name``'s own key (made from the cluster key), as a deployment would have it."""
+        return os.path.join(self.dir, "keys", f"{name}.key")
+
     def watchdog_state(self, name: str) -> str:
         """Where host ``name``'s agent pets its watchdog daemon (outside the host's /run,
         so that ``lab status`` can read it from outside)."""
@@ -274,6 +283,7 @@ def up(directory: str = DEFAULT_DIR, hosts: int = 3, subnet: str = DEFAULT_SUBNE
         for h in state.hosts:
             _wait_libvirtd(h)
         Path(state.cluster_file).write_text(cluster_toml(state))
+        _make_keys(state)
         _start_guests(state)
         _start_manager(state)
         for h in state.hosts:
@@ -358,9 +368,18 @@ def _start_guests(state: LabState) -> None:
         _in_host(h, "virsh", "-c", "qemu:///system", "start", init.vm.name)
 
 
+def _make_keys(state: LabState) -> None:
+    from real.keys import keygen
+
+    os.makedirs(os.path.dirname(state.key), mode=0o700, exist_ok=True)
+    keygen(state.key)
+    for h in state.hosts:
+        keygen(state.host_key(h.name), h.name, state.key)
+
+
 def _spawn(state: LabState, name: str, argv: list[str]) -> None:
     log = open(Path(state.dir, f"{name}.log"), "ab")  # noqa: SIM115 - the process keeps it
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", LOGS_DIRECTORY=os.path.join(state.dir, "logs", name))
     subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                      start_new_session=True)
 
@@ -371,13 +390,14 @@ def manager_marker(state: LabState) -> str:
 
 def _start_manager(state: LabState) -> None:
     _spawn(state, "manager", [*_python(), "real", "manager", "--config", state.cluster_file, "--listen",
-                              f"{state.bridge_ip}:{state.manager_port}", "--socket", state.socket])
+                              f"{state.bridge_ip}:{state.manager_port}", "--socket", state.socket,
+                              "--key", state.key])
     from real.daemon import DaemonError, control
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with contextlib.suppress(DaemonError):
-            if control(state.socket, "status", timeout_s=2).get("ok"):
+            if control(state.socket, "status", timeout_s=2, key_path=state.key).get("ok"):
                 return
         time.sleep(0.2)
     raise LabError(f"the manager did not start: {Path(state.dir, 'manager.log').read_text()[-2000:]}")
@@ -387,7 +407,7 @@ def _start_agent(state: LabState, h: LabHost) -> None:
     _spawn(state, h.name, ["nsenter", "-t", str(h.holder_pid), "-m", "-n", "--", *_python(), "real", "agent",
                            "--manager", f"{state.bridge_ip}:{state.manager_port}", "--name", h.name,
                            "--libvirt", "qemu:///system", "--address", h.ip, "--admin-port", str(AGENT_PORT),
-                           "--watchdog-state", state.watchdog_state(h.name)])
+                           "--watchdog-state", state.watchdog_state(h.name), "--key", state.host_key(h.name)])
 
 
 def _start_watchdog(state: LabState, h: LabHost) -> None:
@@ -395,7 +415,7 @@ def _start_watchdog(state: LabState, h: LabHost) -> None:
     host's own /run/libvirt/qemu pid files, and kill only this host's guests."""
     _spawn(state, f"{h.name}-watchdog", ["nsenter", "-t", str(h.holder_pid), "-m", "-n", "--", *_python(),
                                          "real", "watchdog", "--state", state.watchdog_state(h.name),
-                                         "--action", "kill-guests"])
+                                         "--action", "kill-guests", "--key", state.host_key(h.name)])
 
 
 def _wait_watchdog(state: LabState, h: LabHost, timeout_s: float = 20) -> None:
@@ -424,7 +444,7 @@ def _wait_agents(state: LabState, timeout_s: float = 60) -> None:
     last: Any = None
     while time.monotonic() < deadline:
         with contextlib.suppress(DaemonError):
-            last = control(state.socket, "status", timeout_s=5)
+            last = control(state.socket, "status", timeout_s=5, key_path=state.key)
             data = last.get("data") or {}
             if all(h["agent"] == "up" for h in data.get("hosts", [])) and all(
                     v["state"] == "Running" for v in data.get("vms", [])):
@@ -566,7 +586,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     except LabError as err:
         return _usage(err)
     print(f"manager control socket: {state.socket}\n"
-          f"try: NEVERSTOP_SOCKET={state.socket} neverstop real status")
+          f"try: NEVERSTOP_SOCKET={state.socket} NEVERSTOP_KEY={state.key} neverstop real status")
     return 0
 
 
@@ -601,14 +621,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
         state = LabState.load(args.dir)
     except LabError as err:
         return _usage(err)
-    from real.watchdog import describe
+    from real.keys import load_key
+    from real.watchdog import WATCHDOG_KEY, describe
 
     for h in state.hosts:
         on = _alive(h)
         print(f"{h.name} {h.ip} {'on' if on else 'off'}: {', '.join(guests_on(state, h.name)) or '-'}")
         if on:
             agent = f"agent {min(pids)}" if (pids := agent_pids(state, h.name)) else "NO agent"
-            print(f"    {agent}; watchdog: {describe(state.watchdog_state(h.name))}")
+            key = load_key(state.host_key(h.name)).host(h.name).local_key(WATCHDOG_KEY)
+            print(f"    {agent}; watchdog: {describe(state.watchdog_state(h.name), key=key)}")
     return 0
 
 

@@ -36,14 +36,15 @@ from actors.messages import (
     VmViewChanged,
 )
 from actors.states import HaLevel, Strategy, VmState
-from real.agent import AgentBoot, AgentShell, HostSpec, InjectCrash
+from real.agent import AgentBoot, AgentShell, HostSpec
+from real.authz import HOST_CAPABILITY, MGMT_LOG
 from real.cluster import Cluster
+from real.heartbeat import UntrustedRecord
 from real.power import PowerController, make_controller
 from real.shell import MGMT, Boot, Booted, Nodes, NodeShell, Published
 from real.store import Store
 from sim.units import UnitError, parse_duration
 
-HOST_CAPABILITY = "neverstop.host"
 LIBVIRT_CAPABILITY = "neverstop.libvirt"
 ADDRESS_CAPABILITY = "neverstop.address"
 WATCHDOG_CAPABILITY = "neverstop.watchdog"  # the agent's --watchdog-state ("" for none)
@@ -72,6 +73,8 @@ class ControlReply:
 
 
 class ManagementShell(NodeShell):
+    agent_shell: type[AgentShell] = AgentShell  # what is placed on a host that joins
+
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.cluster: Cluster | None = None
@@ -156,7 +159,7 @@ class ManagementShell(NodeShell):
         uri = caps.get(LIBVIRT_CAPABILITY, "qemu:///system")
         watchdog_state = str(caps.get(WATCHDOG_CAPABILITY) or "")
         self.watchdogs[host] = bool(watchdog_state)
-        addr = self.createActor(AgentShell, targetActorRequirements={HOST_CAPABILITY: host})
+        addr = self.createActor(self.agent_shell, targetActorRequirements={HOST_CAPABILITY: host})
         self.nodes[host] = addr
         self.agents[host] = "booting"
         agent = HostAgent(host, self._shared_pools(host), self.config)
@@ -171,6 +174,11 @@ class ManagementShell(NodeShell):
     # -- devices: power controllers ----------------------------------------------------------------
 
     def device(self, to: str, msg: object) -> bool:
+        if to == MGMT_LOG:
+            if isinstance(msg, UntrustedRecord):
+                self.log(f"heartbeat record of {msg.host} on pool {msg.pool} (read by {msg.reporter}) not "
+                         f"trusted: {msg.reason}; it counts as no reading")
+            return True
         if not to.startswith("bmc/"):
             return False
         if isinstance(msg, PowerQuery):
@@ -273,16 +281,12 @@ class ManagementShell(NodeShell):
             stored = value.value if isinstance(value, Strategy) else value
             store.set_config(key, stored)
             self.route(MANAGER, UserSetConfig(key, stored))
-        elif cmd == "crash":
-            vm = self._vm(args)
-            where = self.views.get(vm, ("", None))[1]
-            addr = self.nodes.get(where or "")
-            if addr is None:
-                return ControlReply(False, f"{vm} runs on no known host")
-            self.send(addr, InjectCrash(vm))
         else:
-            return ControlReply(False, f"unknown command {cmd!r}")
+            return self.other_command(cmd, args)
         return ControlReply(True)
+
+    def other_command(self, cmd: str, args: dict[str, Any]) -> ControlReply:
+        return ControlReply(False, f"unknown command {cmd!r}")
 
     def status(self) -> dict[str, Any]:
         assert self.inventory is not None

@@ -89,25 +89,12 @@ class Nodes:
 
 @dataclass(frozen=True)
 class Published:
-    """A published domain event, forwarded to the management node and to observers."""
+    """A published domain event, forwarded to the management node."""
 
     node: str
     address: str
     event: object
     t: float
-
-
-@dataclass(frozen=True)
-class Observe:
-    """Send me every event published on this node (tests, tools)."""
-
-
-@dataclass(frozen=True)
-class Inject:
-    """Deliver ``msg`` to the behaviour at ``to`` as if it had been sent (tests, tools)."""
-
-    to: str
-    msg: object
 
 
 @dataclass(frozen=True)
@@ -205,7 +192,6 @@ class NodeShell(Actor):  # type: ignore[misc]
         self.local: deque[tuple[Cell, int, object]] = deque()
         self.nodes: dict[str, Any] = {}
         self.routes: dict[str, str] = {}
-        self.observers: list[Any] = []
         self.mailbox: Mailbox | None = None
         self.seed: int | None = None
         self.continuing = False
@@ -254,11 +240,6 @@ class NodeShell(Actor):  # type: ignore[misc]
             self.routes.update(msg.routes)
         elif isinstance(msg, Published):
             self.on_published(msg)
-        elif isinstance(msg, Observe):
-            if sender not in self.observers:
-                self.observers.append(sender)
-        elif isinstance(msg, Inject):
-            self.route(msg.to, msg.msg)
         else:
             self.on_other(msg, sender)
 
@@ -279,8 +260,6 @@ class NodeShell(Actor):  # type: ignore[misc]
         return False
 
     def on_published(self, event: Published) -> None:
-        for observer in self.observers:
-            self.send(observer, event)
         if self.node != MGMT and self.nodes.get(MGMT) is not None:
             self.send(self.nodes[MGMT], event)
 

@@ -38,6 +38,8 @@ state it read (an arming stays an arming) and says so once. A file from an earli
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -52,6 +54,7 @@ from typing import Any
 from real.qemu import QEMU_PID_DIR, cmdline_of, guest_name, guest_qemu_pids, kill_if_guest
 
 ARMED, DISARMED, FIRED = "armed", "disarmed", "fired"
+WATCHDOG_KEY = "watchdog"  # the label of the state file's MAC key (real.keys.Identity.local_key)
 STATES = (ARMED, DISARMED, FIRED)
 ACTIONS = ("kill-guests", "reboot")
 STATE_MAX_BYTES = 4096
@@ -92,15 +95,20 @@ class WatchdogRecord:
         """What identifies one arming: a new pet moves the deadline."""
         return (self.pid, self.deadline)
 
-    def encode(self) -> bytes:
-        return (json.dumps(asdict(self), separators=(",", ":")) + "\n").encode()
+    def encode(self, key: bytes = b"") -> bytes:
+        body = json.dumps(asdict(self), separators=(",", ":"))
+        return (body[:-1] + f',"mac":"{_mac(key, body)}"}}\n').encode()
 
     @staticmethod
-    def decode(data: bytes) -> WatchdogRecord:
+    def decode(data: bytes, key: bytes = b"") -> WatchdogRecord:
         try:
             raw = json.loads(data)
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
+            mac = str(raw.pop("mac", ""))
+            if not hmac.compare_digest(mac, _mac(key, json.dumps(raw, separators=(",", ":")))):
+                raise StateError("not written by this host's agent or daemon (its MAC does not match "
+                                 "this --key)")
             record = WatchdogRecord(state=str(raw["state"]), deadline=float(raw.get("deadline", 0.0)),
                                     timeout_s=float(raw.get("timeout_s", 0.0)), pid=int(raw.get("pid", 0)),
                                     boot=str(raw.get("boot", "")), fired_at=float(raw.get("fired_at", 0.0)))
@@ -111,7 +119,11 @@ class WatchdogRecord:
         return record
 
 
-def read_state(path: str) -> WatchdogRecord | None:
+def _mac(key: bytes, body: str) -> str:
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def read_state(path: str, key: bytes = b"") -> WatchdogRecord | None:
     """The record in ``path``; None if there is no file; StateError if it is unusable."""
     try:
         with open(path, "rb") as f:
@@ -122,15 +134,15 @@ def read_state(path: str) -> WatchdogRecord | None:
         raise StateError(f"cannot read it: {err.strerror or err}") from None
     if len(data) > STATE_MAX_BYTES:
         raise StateError("larger than a state record")
-    return WatchdogRecord.decode(data)
+    return WatchdogRecord.decode(data, key)
 
 
-def write_state(path: str, record: WatchdogRecord) -> None:
+def write_state(path: str, record: WatchdogRecord, key: bytes = b"") -> None:
     """Replace ``path`` atomically: a reader sees the old record or the new one."""
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, record.encode())
+        os.write(fd, record.encode(key))
     finally:
         os.close(fd)
     os.replace(tmp, path)
@@ -153,13 +165,13 @@ def daemon_running(state_path: str) -> int | None:
     return pid if process_start_time(pid) == start else None
 
 
-def describe(state_path: str, now: float | None = None) -> str:
+def describe(state_path: str, now: float | None = None, key: bytes = b"") -> str:
     """One line for people (``neverstop lab status``): the daemon and the state."""
     now = time.monotonic() if now is None else now
     pid = daemon_running(state_path)
     daemon = f"daemon {pid}" if pid else "NO daemon"
     try:
-        record = read_state(state_path)
+        record = read_state(state_path, key)
     except StateError as err:
         return f"{daemon}, state unreadable ({err})"
     if record is None or (record.boot and record.boot != boot_id()):
@@ -185,8 +197,9 @@ class FileWatchdog:
     """
 
     def __init__(self, path: str, log: Log | None = None, clock: Callable[[], float] = time.monotonic,
-                 daemon_check_s: float = DAEMON_CHECK_S) -> None:
+                 daemon_check_s: float = DAEMON_CHECK_S, key: bytes = b"") -> None:
         self.path = path
+        self.key = key
         self.log = log or (lambda _text: None)
         self.clock = clock
         self.pid = os.getpid()
@@ -214,7 +227,7 @@ class FileWatchdog:
 
     def _write(self, record: WatchdogRecord) -> None:
         try:
-            write_state(self.path, record)
+            write_state(self.path, record, self.key)
         except OSError as err:
             if not self._write_failed:
                 self.log(f"watchdog: cannot write {self.path} ({err.strerror or err}); "
@@ -347,10 +360,11 @@ class WatchdogDaemon:
                  still_running: Callable[[int, str], bool] | None = None,
                  sync: Callable[[], None] = os.sync, sysrq_path: str = SYSRQ_TRIGGER,
                  clock: Callable[[], float] = time.monotonic, log: Log = _log_line,
-                 survivor_grace_s: float = SURVIVOR_GRACE_S) -> None:
+                 survivor_grace_s: float = SURVIVOR_GRACE_S, key: bytes = b"") -> None:
         if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
         self.state_path = state_path
+        self.key = key
         self.action = action
         self.poll_s = poll_s
         self.find_guests = find_guests or (lambda: guest_qemu_pids(qemu_pid_dir))
@@ -372,7 +386,7 @@ class WatchdogDaemon:
     def poll_once(self) -> None:
         now = self.clock()
         try:
-            record, error = read_state(self.state_path), ""
+            record, error = read_state(self.state_path, self.key), ""
         except StateError as err:
             record, error = None, str(err)
         line = self.logic.observe(record, error)
@@ -413,9 +427,9 @@ class WatchdogDaemon:
         """Mark the file fired (a restarted daemon must not act again) unless a pet came
         in the meantime: a pet wins."""
         try:
-            current = read_state(self.state_path)
+            current = read_state(self.state_path, self.key)
             if current is None or current.arming == record.arming:
-                write_state(self.state_path, record)
+                write_state(self.state_path, record, self.key)
         except (OSError, StateError) as err:
             self.log(f"cannot mark {self.state_path} fired: {err}")
 
@@ -494,7 +508,8 @@ class WatchdogDaemon:
         return 0
 
 
-def run_daemon(state: str, action: str, device: str | None, poll_s: float, qemu_pid_dir: str) -> int:
+def run_daemon(state: str, action: str, device: str | None, poll_s: float, qemu_pid_dir: str,
+               key: bytes = b"") -> int:
     """``neverstop real watchdog``: raise ValueError (one line) on bad input."""
     if not poll_s > 0 or poll_s > 5:
         raise ValueError(f"--poll {poll_s:g}: expected seconds between 0 and 5")
@@ -508,7 +523,7 @@ def run_daemon(state: str, action: str, device: str | None, poll_s: float, qemu_
     if not os.access(directory, os.W_OK):
         raise ValueError(f"--state {state}: {directory} is not writable")
     try:
-        daemon = WatchdogDaemon(state, action, device, poll_s, qemu_pid_dir)
+        daemon = WatchdogDaemon(state, action, device, poll_s, qemu_pid_dir, key=key)
     except OSError as err:
         raise ValueError(f"--device {device}: cannot open it: {err.strerror or err}") from None
     stop = {"now": False}
@@ -518,4 +533,5 @@ def run_daemon(state: str, action: str, device: str | None, poll_s: float, qemu_
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    os.umask(0o077)  # whatever it writes is root's alone
     return daemon.run(lambda: stop["now"])

@@ -1,10 +1,13 @@
 """Run real mode on one machine: ``neverstop real manager`` and one ``neverstop real agent``
 per host as processes on loopback ports, each agent on its own ``test:///`` libvirt file.
 
-This is the deployment path users run (the installed ``neverstop`` command, Thespian's
-multiprocTCPBase with a convention, the control socket), minus real guests: the test
-driver's guests live inside the agent's process, so killing an agent's processes is a
-power-off of that host (its guests die with it), and a pid file is its power controller.
+This is the deployment path users run (the ``neverstop`` command line, Thespian's
+multiprocTCPBase with a convention, the control socket, a cluster key for the manager and
+a host key for each agent), minus real guests: the test driver's guests live inside the
+agent's process, so killing an agent's processes is a power-off of that host (its guests
+die with it), and a pid file is its power controller. By default the daemons are the test
+build (``real.hooks``: one more control command, ``crash``); ``hooks=False`` runs the
+production command, as the attack tests do.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 from real.cluster import load_cluster
 from real.daemon import DaemonError, control
 from real.domain import domain_xml
+from real.heartbeat import reading
+from real.keys import keygen, load_key
 from real.power import pidfile_line
 
 _LIVE: list[LoopbackCluster] = []
@@ -108,7 +113,8 @@ pidfile = "{dir}/power/{{host}}.pid"
 
 class LoopbackCluster:
     def __init__(self, workdir: Path, cluster_toml: str, shared_pools: tuple[str, ...] = (),
-                 watchdog: bool = False) -> None:
+                 watchdog: bool = False, hooks: bool = True) -> None:
+        self.entry = "real.hooks" if hooks else "sim.cli"
         self.watchdog = watchdog  # agents pet <dir>/<host>.watchdog (no daemon watches it here)
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -125,14 +131,24 @@ class LoopbackCluster:
         self.socket = str(self.dir / "manager.sock")
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports = {h: self.base + 1 + i for i, h in enumerate(self.hosts)}
+        self.key = str(self.dir / "cluster.key")
+        if not os.path.exists(self.key):
+            keygen(self.key)
+            for host in self.hosts:
+                keygen(self.host_key(host), host, self.key)
+        self.manager_public = load_key(self.key).manager().public
         self.started = False
+
+    def host_key(self, host: str) -> str:
+        return str(self.dir / f"{host}.key")
 
     # -- processes -------------------------------------------------------------------------
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the process
-        env = dict(os.environ, NEVERSTOP_SOCKET=self.socket, PYTHONUNBUFFERED="1")
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "sim.cli", *args], stdout=log,
+        env = dict(os.environ, NEVERSTOP_SOCKET=self.socket, PYTHONUNBUFFERED="1",
+                   LOGS_DIRECTORY=str(self.dir / "logs" / name))
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", self.entry, *args], stdout=log,
                                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def manager_marker(self) -> str:
@@ -159,11 +175,11 @@ class LoopbackCluster:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
         self._spawn("manager", ["real", "manager", "--config", str(self.path), "--listen",
-                                f"127.0.0.1:{self.base}", "--socket", self.socket])
+                                f"127.0.0.1:{self.base}", "--socket", self.socket, "--key", self.key])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with contextlib.suppress(DaemonError):
-                if control(self.socket, "status", timeout_s=2).get("ok"):
+                if control(self.socket, "status", timeout_s=2, key_path=self.key).get("ok"):
                     return
             if self.procs["manager"].poll() is not None:
                 raise RuntimeError(f"manager exited: {self.log('manager')}")
@@ -173,7 +189,7 @@ class LoopbackCluster:
     def start_agent(self, host: str) -> None:
         self._spawn(host, ["real", "agent", "--manager", f"127.0.0.1:{self.base}", "--name", host,
                            "--libvirt", f"test://{self.dir}/{host}.xml", "--address", "127.0.0.1",
-                           "--admin-port", str(self.ports[host]),
+                           "--admin-port", str(self.ports[host]), "--key", self.host_key(host),
                            *(["--watchdog-state", self.watchdog_state(host)] if self.watchdog else [])])
         (self.dir / "power" / f"{host}.pid").write_text(pidfile_line(self.procs[host].pid))
 
@@ -201,22 +217,32 @@ class LoopbackCluster:
             _LIVE.remove(self)
 
     def log(self, name: str) -> str:
+        return self.log_full(name)[-4000:]
+
+    def log_full(self, name: str) -> str:
         try:
-            return (self.dir / f"{name}.log").read_text()[-4000:]
+            return (self.dir / f"{name}.log").read_text(errors="replace")
         except OSError:
             return ""
+
+    def log_since(self, name: str, offset: int) -> str:
+        return self.log_full(name)[offset:]
 
     # -- talking to the manager -------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        reply = control(self.socket, "status")
+        reply = control(self.socket, "status", key_path=self.key)
         assert reply["ok"], reply
         data: dict[str, Any] = reply["data"]
         return data
 
     def cmd(self, cmd: str, **args: Any) -> None:
-        reply = control(self.socket, cmd, args)
+        reply = control(self.socket, cmd, args, key_path=self.key)
         assert reply["ok"], reply
+
+    def heartbeat(self, pool: str, host: str) -> tuple[int, int | None] | None:
+        """(seq, armed revision) of ``host``'s signed record in ``pool``; None if untrusted."""
+        return reading(str(self.dir / pool), host, self.manager_public)
 
     def vm(self, name: str) -> dict[str, Any]:
         return next(v for v in self.status()["vms"] if v["name"] == name)

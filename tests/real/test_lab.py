@@ -17,7 +17,8 @@ from real_harness import record_recovery
 
 from real import lab as labmod
 from real.daemon import DaemonError, control
-from real.heartbeat import read_record, record_path
+from real.heartbeat import reading
+from real.keys import load_key
 from real.watchdog import ARMED, FIRED, read_state
 
 pytestmark = pytest.mark.lab
@@ -35,7 +36,7 @@ class Watch:
         self.min_qemu: dict[str, int] = {}
 
     def status(self) -> dict[str, Any]:
-        reply = control(self.state.socket, "status")
+        reply = control(self.state.socket, "status", key_path=self.state.key)
         assert reply["ok"], reply
         data: dict[str, Any] = reply["data"]
         return data
@@ -133,7 +134,7 @@ def test_host_power_off(lab: labmod.LabState) -> None:
 
 def test_maintenance_live_migrates_without_downtime(lab: labmod.LabState) -> None:
     w = Watch(lab)
-    reply = control(lab.socket, "maintenance", {"host": "host-1", "enter": True})
+    reply = control(lab.socket, "maintenance", {"host": "host-1", "enter": True}, key_path=lab.key)
     assert reply["ok"], reply
     elapsed = w.until(lambda s: vm(s, "vm-shared-1")[0] == "Running" and vm(s, "vm-shared-1")[1] != "host-1"
                       and vm(s, "vm-local-1")[0] == "Stopped", 60, "migrated away, local guest stopped",
@@ -151,14 +152,14 @@ def test_maintenance_live_migrates_without_downtime(lab: labmod.LabState) -> Non
 
 def test_plain_stop_restarts_and_no_restart_stop_does_not(lab: labmod.LabState) -> None:
     w = Watch(lab)
-    assert control(lab.socket, "stop", {"vm": "vm-shared-2"})["ok"]
+    assert control(lab.socket, "stop", {"vm": "vm-shared-2"}, key_path=lab.key)["ok"]
     elapsed = w.until(lambda s: vm(s, "vm-shared-2")[0] == "Running"
                       and went(w.seen(s, "vm-shared-2"), "Stopping", "Stopped", "Starting", "Running"),
                       30, "plain stop: Running again")
     report("plain stop of a NeverStop guest -> Running again", elapsed)
     assert len(libvirt_hosts(lab, "vm-shared-2")) == 1
     w2 = Watch(lab)
-    assert control(lab.socket, "stop", {"vm": "vm-shared-2", "no_restart": True})["ok"]
+    assert control(lab.socket, "stop", {"vm": "vm-shared-2", "no_restart": True}, key_path=lab.key)["ok"]
     w2.until(lambda s: vm(s, "vm-shared-2")[0] == "Stopped", 30, "no-restart stop: Stopped")
     w2.hold(lambda s: vm(s, "vm-shared-2")[0] == "Stopped", 15, "stays Stopped (scan interval 10 s)",
             ("vm-shared-2",))
@@ -190,9 +191,10 @@ def test_agent_crash_under_force_is_fenced_by_the_watchdog(lab_force: labmod.Lab
     watchdog daemon, no longer petted, kills the guest; the manager, seeing the heartbeat
     stop (armed), restarts the VM on another host. Never two qemu processes of the VM."""
     lab = lab_force
-    record = record_path(str(Path(lab.dir, "shared")), "host-2")
+    shared = str(Path(lab.dir, "shared"))
     deadline = time.monotonic() + 15
-    while (read_record(record) or (0, None))[1] is None:  # host-2's heartbeat claims armed
+    manager_public = load_key(lab.key).manager().public
+    while (reading(shared, "host-2", manager_public) or (0, None))[1] is None:  # host-2 claims armed
         assert time.monotonic() < deadline, "host-2 never claimed an armed self-fencer"
         time.sleep(0.1)
     vms = ("vm-shared-2",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from actors.config import HaConfig
 from actors.states import HaLevel, Strategy, VmState
 from real.cli import format_status
 from real.cluster import ClusterError, parse_cluster, to_toml
-from real.heartbeat import read_record, record_path, write_record
+from real.heartbeat import RecordError, encode_record, read_record, reading, record_path, write_record
+from real.keys import keygen, load_key
 from real.management import config_value
 from real.power import CommandController, PidfileController, parse_ipmi, pidfile_line
 from real.store import Store, inventory_from_json, inventory_to_json
@@ -159,19 +161,49 @@ def test_power_controllers(tmp_path: Path) -> None:
     assert CommandController(("sh", "-c", "exit 3")).powered_on("h") is None
 
 
-def test_heartbeat_records(tmp_path: Path) -> None:
-    path = record_path(str(tmp_path), "host-1")
-    assert read_record(path) == (-1, None)
-    write_record(path, 41, 3)
-    write_record(path, 7)  # a rebooted host counts again from the start: the last write counts
-    assert read_record(path) == (7, None)  # and an unarmed write overwrites the revision
-    write_record(path, 8, 12)
-    assert read_record(path) == (8, 12)  # armed under config revision 12
-    Path(path).write_bytes(b"41\n")
-    assert read_record(path) == (41, None)  # an older agent's record: not armed
-    for garbage in (b"garbage", b"41 x", b"41 2 3", b""):
-        Path(path).write_bytes(garbage)
-        assert read_record(path) is None, garbage
+def test_heartbeat_records_are_signed_and_checked(tmp_path: Path) -> None:
+    cluster_key = str(tmp_path / "cluster.key")
+    keygen(cluster_key)
+    key = load_key(cluster_key)
+    me, other, public = key.host("host-1"), key.host("host-2"), key.manager().public
+    mount = str(tmp_path)
+    assert reading(mount, "host-1", public) == (-1, None)  # never written
+    write_record(mount, "host-1", encode_record(me, 5, 41, 3))
+    write_record(mount, "host-1", encode_record(me, 6, 7))  # a restarted agent counts from the start
+    assert reading(mount, "host-1", public) == (7, None)  # and an unarmed write overwrites the revision
+    write_record(mount, "host-1", encode_record(me, 6, 8, 12))
+    assert reading(mount, "host-1", public) == (8, 12)  # armed under config revision 12
+    path = record_path(mount, "host-1")
+    good = Path(path).read_bytes()
+    forged = good.replace(b" 8 12 ", b" 9 13 ")
+    assert forged != good
+    for bad in (forged, b"41 3", b"garbage", b"", encode_record(other, 1, 50, 12)):
+        Path(path).write_bytes(bad)
+        assert reading(mount, "host-1", public) is None, bad
+    stranger = load_key(keygen(str(tmp_path / "stranger.key"))).host("host-1")  # another cluster's key
+    Path(path).write_bytes(encode_record(stranger, 1, 50, 12))
+    assert reading(mount, "host-1", public) is None
+
+
+def test_heartbeat_files_are_never_followed_through_a_symlink(tmp_path: Path) -> None:
+    key = load_key(keygen(str(tmp_path / "cluster.key")))
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    mount = tmp_path / "pool"
+    (mount / ".neverstop" / "heartbeat").mkdir(parents=True)
+    os.symlink(victim, record_path(str(mount), "host-1"))
+    with pytest.raises(OSError):
+        write_record(str(mount), "host-1", encode_record(key.host("host-1"), 1, 1))
+    assert victim.read_text() == "precious\n"
+    other = tmp_path / "pool2"
+    other.mkdir()
+    os.symlink(tmp_path, other / ".neverstop")  # a planted directory link
+    with pytest.raises(OSError):
+        write_record(str(other), "host-1", encode_record(key.host("host-1"), 1, 1))
+    assert not (tmp_path / "heartbeat").exists()
+    os.mkfifo(record_path(str(mount), "host-2"))  # a reader must not block on a FIFO
+    with pytest.raises(RecordError):
+        read_record(str(mount), "host-2")
 
 
 def test_status_table() -> None:
@@ -191,15 +223,74 @@ def test_shipped_example_cluster_file_loads() -> None:
     from real.cluster import load_cluster
 
     example = Path(__file__).parent.parent.parent / "deploy" / "cluster.example.toml"
-    c = load_cluster(example)
+    c = parse_cluster(example.read_text(), str(example))  # its password files live on a real manager
     assert all(h.power_controller for h in c.inventory.hosts)
     assert c.settings.mounts == {"nfs-1": "/mnt/nfs-1"}
+    with pytest.raises(ClusterError, match="ipmi-kvm1: No such file"):
+        load_cluster(example)
 
 
-def test_cli_groups_are_registered(capsys: pytest.CaptureFixture[str]) -> None:
+BARE = CLUSTER[:CLUSTER.index("[real]")]  # no [real] table: no power controller files
+IPMI = """
+[real.power.host-1]
+type = "ipmi"
+address = "10.0.0.101"
+user = "admin"
+password_file = "{password}"
+"""
+
+
+def test_a_cluster_file_others_could_change_is_refused(tmp_path: Path) -> None:
+    from real.cluster import load_cluster
+
+    path = tmp_path / "cluster.toml"
+    path.write_text(BARE)
+    path.chmod(0o644)
+    assert load_cluster(path).inventory.hosts
+    for mode in (0o664, 0o646):
+        path.chmod(mode)
+        with pytest.raises(ClusterError, match=r"writable by group or others .*chmod go-w"):
+            load_cluster(path)
+    path.chmod(0o644)
+    os.chown(path, 65534, 65534)  # nobody's
+    with pytest.raises(ClusterError, match="owned by uid 65534, not root"):
+        load_cluster(path)
+
+
+def test_ipmi_password_files_and_interfaces_are_checked(tmp_path: Path) -> None:
+    from real.cluster import load_cluster
+
+    password = tmp_path / "ipmi"
+    password.write_text("secret\n")
+    path = tmp_path / "cluster.toml"
+    path.write_text(BARE + IPMI.format(password=password))
+    password.chmod(0o640)
+    assert load_cluster(path).settings.power_for("host-1").password_file == str(password)
+    password.chmod(0o644)
+    with pytest.raises(ClusterError, match=r"password_file: .*readable by others .*chmod o-rwx"):
+        load_cluster(path)
+    with pytest.raises(ClusterError, match="'lan' .* in the clear: use lanplus"):
+        parse_cluster(BARE + IPMI.format(password=password) + 'interface = "lan"\n')
+
+
+@pytest.mark.parametrize("template, message", [
+    ("qemu+tls://{address}/system", "only {ip} and {host}"),
+    ("qemu+tls://{ip/system", "bad template"),
+    ("qemu+tls://{0}/system", "bad template"),
+    ("{ip}", "not a URI template"),
+])
+def test_a_migration_template_is_checked_when_the_file_is_loaded(template: str, message: str) -> None:
+    with pytest.raises(ClusterError, match=re.escape(message)):
+        parse_cluster(BARE + f'[real]\nmigration_uri = "{template}"\n')
+
+
+def test_cli_groups_are_registered(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from sim.cli import main
 
-    assert main(["real", "status", "--socket", "/nonexistent/neverstop.sock"]) == 2
+    key = keygen(str(tmp_path / "cluster.key"))
+    assert main(["real", "status", "--socket", "/nonexistent/neverstop.sock", "--key", key]) == 2
     assert "cannot reach the manager" in capsys.readouterr().err
+    assert main(["real", "status", "--socket", "/nonexistent/neverstop.sock", "--key", key + ".x"]) == 2
+    assert "cluster.key.x: no such key file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["lab", "--help"])

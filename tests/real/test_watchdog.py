@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from real.keys import keygen, load_key
 from real.qemu import guest_name, guest_qemu_pids, kill_qemu, qemu_pid
 from real.watchdog import (
     ARMED,
     DISARMED,
     FIRED,
+    WATCHDOG_KEY,
     FileWatchdog,
     StateError,
     WatchdogDaemon,
@@ -35,6 +37,15 @@ from real.watchdog import (
     read_state,
     write_state,
 )
+
+
+def host_key(directory: Path) -> tuple[str, bytes]:
+    """host-1's key file in ``directory``, and the MAC key of its watchdog state file."""
+    path = directory / "host-1.key"
+    if not path.exists():
+        keygen(str(directory / "cluster.key"))
+        keygen(str(path), "host-1", str(directory / "cluster.key"))
+    return str(path), load_key(str(path)).host("host-1").local_key(WATCHDOG_KEY)
 
 
 class Clock:
@@ -423,7 +434,8 @@ def start_daemon(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     state = tmp_path / "watchdog.state"
     proc = subprocess.Popen([sys.executable, "-m", "sim.cli", "real", "watchdog", "--state", str(state),
                              "--action", "kill-guests", "--poll", "0.05", "--qemu-pid-dir",
-                             str(tmp_path / "qemu"), *extra], stderr=subprocess.PIPE, text=True,
+                             str(tmp_path / "qemu"), "--key", host_key(tmp_path)[0], *extra],
+                            stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     deadline = time.monotonic() + 20
     while not Path(daemon_pidfile(str(state))).exists():
@@ -448,22 +460,27 @@ def test_the_daemon_process_kills_a_guest_whose_agent_stopped_petting(tmp_path: 
     with dummies(tmp_path / "qemu", "vm-a", "vm-b") as procs:
         Path(state).write_bytes(b"{garbage")  # a corrupt file must not stop it
         daemon = start_daemon(tmp_path, "--device", str(device))
+        key = host_key(tmp_path)[1]
         try:
-            assert "daemon " in describe(state) and "unreadable" in describe(state)
-            agent = FileWatchdog(state)
+            assert "daemon " in describe(state, key=key) and "unreadable" in describe(state, key=key)
+            FileWatchdog(state).pet(60.0)  # written without this host's key: not believed, not armed
+            time.sleep(0.3)
+            assert "unreadable" in describe(state, key=key) and "not written by this host" in describe(state,
+                                                                                                       key=key)
+            agent = FileWatchdog(state, key=key)
             agent.pet(0.5)
             t_pet = time.monotonic()
-            assert "armed by agent" in describe(state)
+            assert "armed by agent" in describe(state, key=key)
             for proc in procs.values():
                 proc.wait(timeout=10)
             killed_after = time.monotonic() - t_pet
             assert all(p.returncode == -signal.SIGKILL for p in procs.values())
             assert 0.5 <= killed_after < 2.0, killed_after
             deadline = time.monotonic() + 5
-            while read_state(state).state != FIRED:  # type: ignore[union-attr]
+            while read_state(state, key).state != FIRED:  # type: ignore[union-attr]
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
-            assert "FIRED" in describe(state)
+            assert "FIRED" in describe(state, key=key)
             agent.pet(60.0)  # back: a new arming far out; a new guest lives
             time.sleep(0.3)
             with dummies(tmp_path / "qemu", "vm-c") as again:
@@ -473,7 +490,7 @@ def test_the_daemon_process_kills_a_guest_whose_agent_stopped_petting(tmp_path: 
             err = stop_daemon(daemon)
     lines = [x for x in err.splitlines() if "FIRED" in x]
     assert len(lines) == 1 and "vm-a (qemu" in lines[0] and "vm-b (qemu" in lines[0], err
-    assert err.count("state file unusable") == 1, err
+    assert err.count("state file unusable") == 1, err  # the garbage, and the record without the key
     data = device.read_bytes()
     assert len(data) > 5 and data.endswith(b"V") and set(data[:-1]) == {0}
     assert not Path(daemon_pidfile(state)).exists()
@@ -490,7 +507,7 @@ def test_bad_arguments_get_one_line(args: list[str], message: str, tmp_path: Pat
                                     capsys: pytest.CaptureFixture[str]) -> None:
     from sim.cli import main
 
-    base = ["real", "watchdog", "--state", str(tmp_path / "s")]
+    base = ["real", "watchdog", "--state", str(tmp_path / "s"), "--key", host_key(tmp_path)[0]]
     assert main([*base, *args]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
@@ -499,7 +516,8 @@ def test_bad_arguments_get_one_line(args: list[str], message: str, tmp_path: Pat
 def test_state_that_is_a_directory_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from sim.cli import main
 
-    assert main(["real", "watchdog", "--state", str(tmp_path), "--action", "kill-guests"]) == 2
+    assert main(["real", "watchdog", "--state", str(tmp_path), "--action", "kill-guests",
+                 "--key", host_key(tmp_path)[0]]) == 2
     assert "is a directory" in capsys.readouterr().err
 
 
@@ -519,20 +537,18 @@ def test_the_agent_pets_its_watchdog_under_force_and_disarms_it_under_permissive
     from real_harness import LoopbackCluster
     from test_conformance import CLUSTER
 
-    from real.heartbeat import read_record, record_path
-
     force = CLUSTER.replace('profile = "tuned"\n', 'profile = "tuned"\n\n[ha]\nstrategy = "Force"\n', 1)
     cluster = LoopbackCluster(tmp_path, force, shared_pools=("nfs-1",), watchdog=True)
+    key = load_key(cluster.host_key("host-1")).host("host-1").local_key(WATCHDOG_KEY)
     try:
         cluster.start()
         state = cluster.watchdog_state("host-1")
-        heartbeat = record_path(str(tmp_path / "nfs-1"), "host-1")
 
         def wait_for(armed_claimed: bool) -> WatchdogRecord:
             deadline = time.monotonic() + 20
             while True:
-                rec = read_record(heartbeat)
-                wd = read_state(state) if os.path.exists(state) else None
+                rec = cluster.heartbeat("nfs-1", "host-1")
+                wd = read_state(state, key) if os.path.exists(state) else None
                 claimed = rec is not None and rec[1] is not None
                 if wd is not None and wd.state == ARMED and rec is not None and claimed == armed_claimed:
                     return wd
@@ -547,11 +563,11 @@ def test_the_agent_pets_its_watchdog_under_force_and_disarms_it_under_permissive
         assert 0 < wd.deadline - time.monotonic() <= 3.0 and wd.timeout_s == 3.0  # tuned: 3 x 1 s
         cluster.cmd("config-set", key="ha.strategy", value="Permissive")
         deadline = time.monotonic() + 10
-        while read_state(state).state != DISARMED:  # type: ignore[union-attr]
+        while read_state(state, key).state != DISARMED:  # type: ignore[union-attr]
             assert time.monotonic() < deadline, cluster.log("host-1")
             time.sleep(0.1)
         time.sleep(1.5)
-        rec = read_record(record_path(str(tmp_path / "nfs-1"), "host-1"))
+        rec = cluster.heartbeat("nfs-1", "host-1")
         assert rec is not None and rec[1] is None  # the heartbeat no longer claims a fence
         host = next(h for h in cluster.status()["hosts"] if h["name"] == "host-1")
         assert host["watchdog"] is True
@@ -564,14 +580,13 @@ def test_without_a_watchdog_the_agent_never_claims_armed(tmp_path: Path) -> None
     from test_conformance import CLUSTER
 
     from real.cli import format_status
-    from real.heartbeat import read_record, record_path
 
     force = CLUSTER.replace('profile = "tuned"\n', 'profile = "tuned"\n\n[ha]\nstrategy = "Force"\n', 1)
     cluster = LoopbackCluster(tmp_path, force, shared_pools=("nfs-1",))
     try:
         cluster.start()
         time.sleep(3)
-        rec = read_record(record_path(str(tmp_path / "nfs-1"), "host-1"))
+        rec = cluster.heartbeat("nfs-1", "host-1")
         assert rec is not None and rec[0] > 1 and rec[1] is None
         assert "under Force the manager will not trust this host's self-fencing" in cluster.log("host-1")
         assert "up, no watchdog" in format_status(cluster.status())
