@@ -71,9 +71,14 @@ notebooks: venv
 	$(BIN)/python notebooks/run.py
 
 # Benchmarks (about 3 minutes): every table printed with its command; docs/benchmarks.md rewritten.
-.PHONY: bench
+.PHONY: bench bench-wire
 bench: venv
 	$(BIN)/python -m bench.run all --docs docs/benchmarks.md
+
+# What signing Thespian's frames costs: messages/s between two actor processes on loopback,
+# plain and signed (about 6 minutes; the figures are in docs/real-mode.md, "The cost").
+bench-wire: venv
+	$(BIN)/python -m bench.wire
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-timeline.png

@@ -1,8 +1,8 @@
 """What signing costs: Thespian messages per second between two actor processes on loopback,
 with plain pickles and with neverstop's signed, checked frames (``real.wire``).
 
-    python -m bench.wire                 both modes, 20,000 messages each, 1 and 32 in flight
-    python -m bench.wire --messages 2000 a quicker look
+    python -m bench.wire                 both modes, 10,000 round trips, 1 and 32 in flight, best of 3
+    python -m bench.wire --messages 2000 --repeats 1    a quicker look
 
 Two actors in two processes of one ``multiprocTCPBase`` system exchange neverstop's own
 pings and pongs (an ``Envelope`` around ``Ping``/``Pong`` with a host's running guests),
@@ -147,7 +147,8 @@ def crypto_costs(rounds: int = 2000) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.wire", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=20_000, help="round trips per run (20,000)")
+    parser.add_argument("--messages", type=int, default=10_000, help="round trips per run (10,000)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per mode; the fastest counts (3)")
     parser.add_argument("--worker", choices=["plain", "signed"], help=argparse.SUPPRESS)
     parser.add_argument("--in-flight", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -156,21 +157,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for in_flight in (1, 32):
-        result = {}
-        for mode in ("plain", "signed"):
-            print(f"running {mode}, {in_flight} in flight, {args.messages} round trips ...", file=sys.stderr,
-                  flush=True)
-            out = subprocess.run([sys.executable, "-m", "bench.wire", "--worker", mode, "--messages",
-                                  str(args.messages), "--in-flight", str(in_flight)],
-                                 capture_output=True, text=True, timeout=1800)
-            if out.returncode != 0:
-                print(f"bench.wire: the {mode} run failed:\n{out.stderr[-2000:]}", file=sys.stderr)
-                return 1
-            result[mode] = json.loads(out.stdout.strip().splitlines()[-1])["msgs_per_s"]
+        result: dict[str, float] = {"plain": 0.0, "signed": 0.0}
+        for repeat in range(args.repeats):
+            for mode in ("plain", "signed"):  # alternating, so that a busy moment hits both
+                print(f"running {mode} ({repeat + 1}/{args.repeats}), {in_flight} in flight, "
+                      f"{args.messages} round trips ...", file=sys.stderr, flush=True)
+                out = subprocess.run([sys.executable, "-m", "bench.wire", "--worker", mode, "--messages",
+                                      str(args.messages), "--in-flight", str(in_flight)],
+                                     capture_output=True, text=True, timeout=1800)
+                if out.returncode != 0:
+                    print(f"bench.wire: the {mode} run failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+                    return 1
+                rate = json.loads(out.stdout.strip().splitlines()[-1])["msgs_per_s"]
+                result[mode] = max(result[mode], rate)  # the fastest run: the least disturbed
         rows.append((in_flight, result["plain"], result["signed"]))
     costs = crypto_costs()
-    print(f"\nThespian messages/s between two actor processes on loopback "
-          f"(python -m bench.wire --messages {args.messages})\n")
+    print(f"\nThespian messages/s between two actor processes on loopback, fastest of {args.repeats} "
+          f"(python -m bench.wire --messages {args.messages} --repeats {args.repeats})\n")
     print("| in flight | plain pickles | signed frames | signed / plain |")
     print("|---:|---:|---:|---:|")
     for in_flight, plain, signed in rows:

@@ -19,7 +19,7 @@ from real import lab as labmod
 from real.daemon import DaemonError, control
 from real.heartbeat import reading
 from real.keys import load_key
-from real.watchdog import ARMED, FIRED, read_state
+from real.watchdog import ARMED, FIRED, WATCHDOG_KEY, read_state
 
 pytestmark = pytest.mark.lab
 
@@ -220,14 +220,15 @@ def test_agent_crash_under_force_is_fenced_by_the_watchdog(lab_force: labmod.Lab
     assert w.max_qemu["vm-shared-2"] <= 1, w.max_qemu
     log = Path(lab.dir, "host-2-watchdog.log").read_text()
     assert log.count("FIRED") == 1 and "vm-shared-2 (qemu" in log, log
-    fired = read_state(lab.watchdog_state("host-2"))
+    watchdog_key = load_key(lab.host_key("host-2")).host("host-2").local_key(WATCHDOG_KEY)
+    fired = read_state(lab.watchdog_state("host-2"), watchdog_key)
     assert fired is not None and fired.state == FIRED
     # The agent comes back: it arms its watchdog again; nothing moves back or starts twice.
     w2 = Watch(lab)
     labmod.agent_restart(lab, "host-2")
     t1 = time.monotonic()
     while True:
-        state = read_state(lab.watchdog_state("host-2"))
+        state = read_state(lab.watchdog_state("host-2"), watchdog_key)
         if state is not None and state.state == ARMED and state.pid != fired.pid:
             break
         w2.sample(vms)

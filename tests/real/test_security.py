@@ -265,6 +265,10 @@ def test_daemons_refuse_to_start_unsafely(tmp_path: Path, cluster_key: str,
           cluster_key], "--address 0.0.0.0"),
         (["real", "status", "--socket", str(tmp_path / "s"), "--key", str(tmp_path / "none.key")],
          "no such key file"),
+        (["real", "watchdog", "--state", str(tmp_path / "w"), "--action", "kill-guests", "--key",
+          str(tmp_path / "none.key")], "none.key: no such key file"),
+        (["real", "watchdog", "--state", str(tmp_path / "w"), "--action", "kill-guests", "--key", cluster_key],
+         "with a cluster key, say which host this is (--name)"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
