@@ -267,7 +267,8 @@ def test_daemons_refuse_to_start_unsafely(tmp_path: Path, cluster_key: str,
          "no such key file"),
         (["real", "watchdog", "--state", str(tmp_path / "w"), "--action", "kill-guests", "--key",
           str(tmp_path / "none.key")], "none.key: no such key file"),
-        (["real", "watchdog", "--state", str(tmp_path / "w"), "--action", "kill-guests", "--key", cluster_key],
+        (["real", "watchdog", "--state", str(tmp_path / "w"), "--action", "kill-guests",
+          "--key", cluster_key],
          "with a cluster key, say which host this is (--name)"),
     ]
     for argv, message in cases:
