@@ -27,6 +27,7 @@ _STANDARD = {
     ("collections", "deque"), ("collections", "OrderedDict"), ("random", "Random"),
     ("socket", "AddressFamily"), ("socket", "SocketKind"),  # in Thespian's addresses
     ("logging", "LogRecord"),  # to Thespian's logger process
+    ("thespian.system.timing", "ExpirationTimer"),  # in an admin's status (the liveness probe)
 }
 _THESPIAN_MODULES = ("thespian.actors", "thespian.system.messages.", "thespian.system.transport",
                      "thespian.system.transport.IPBase", "thespian.system.addressManager",

@@ -54,6 +54,9 @@ def register(groups: Any) -> None:
     m.add_argument("--listen", required=True, metavar="ADDR:PORT",
                    help="management address and port to bind (never 0.0.0.0: see docs/real-mode.md)")
     m.add_argument("--state", metavar="PATH", help="SQLite file of the HA state (default: [real] state)")
+    m.add_argument("--init-state", action="store_true",
+                   help="make a new state file (once, for a new cluster); without it a missing state "
+                   "file is refused, so that a wrong path cannot forget every HA level and no-restart flag")
     m.add_argument("--socket", metavar="PATH", help="control socket (default /run/neverstop/manager.sock)")
     m.add_argument("--ready-file", metavar="PATH", help=argparse.SUPPRESS)
     _key_option(m, "the cluster key")
@@ -172,7 +175,8 @@ def cmd_manager(args: argparse.Namespace) -> int:
     from real.daemon import DaemonError, run_manager
 
     try:
-        return run_manager(args.config, args.listen, args.state, _socket(args), args.key, args.ready_file)
+        return run_manager(args.config, args.listen, args.state, _socket(args), args.key, args.ready_file,
+                           args.init_state)
     except (ClusterError, DaemonError) as err:
         raise UsageError(str(err)) from None
 
@@ -206,7 +210,7 @@ def cmd_watchdog(args: argparse.Namespace) -> int:
 
 
 def _request(args: argparse.Namespace, cmd: str, payload: dict[str, Any]) -> dict[str, Any]:
-    from real.daemon import DaemonError, control
+    from real.control import DaemonError, control
 
     try:
         return control(_socket(args), cmd, payload, key_path=args.key)

@@ -47,6 +47,7 @@ _REAL_KEYS = ("state", "guest", "emulator", "guest_memory", "migration_uri", "mi
               "shutdown_timeout", "libvirt_refresh", "run_dir", "mounts", "power")
 _POWER_KEYS = ("type", "address", "user", "password_file", "interface", "command", "pidfile", "timeout")
 _GUESTS = ("kvm", "qemu", "test")
+POWER_TIMEOUT_MAX_S = 60.0  # a power query that takes longer holds up a verdict for nothing
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -244,9 +245,16 @@ def _power(spec: Any, where: str, bad: Any) -> PowerSpec:
             raise bad(where, f"a {kind} controller needs {key!r}")
     if kind == "ipmi" and spec.get("interface", "lanplus") == "lan":
         raise bad(f"{where}.interface", "'lan' (IPMI 1.5) sends the password in the clear: use lanplus")
-    timeout = spec.get("timeout", 5)
+    raw_timeout = timeout = spec.get("timeout", 5)
     if isinstance(timeout, str):
-        timeout = parse_duration(timeout, f"real.{where}.timeout")
+        try:
+            timeout = parse_duration(timeout, f"real.{where}.timeout")
+        except UnitError as err:
+            raise bad(f"{where}.timeout", err.reason) from None
+    number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+    if not number or not 0 < timeout <= POWER_TIMEOUT_MAX_S:
+        raise bad(f"{where}.timeout", f"expected a duration above 0 and at most {POWER_TIMEOUT_MAX_S:g} s, "
+                  f"got {raw_timeout!r}")
     return PowerSpec(type=kind, address=str(spec.get("address", "")), user=str(spec.get("user", "")),
                      password_file=str(spec.get("password_file", "")),
                      interface=str(spec.get("interface", "lanplus")), command=tuple(command),

@@ -4,9 +4,8 @@ the manager.
 Both daemons start the same way (``_secure``): a key (``--key``, ``real.keys``) that only
 root can read, every Thespian frame signed and checked (``real.wire``, ``real.authz``),
 a umask that makes every file they write private, Thespian's log in systemd's
-``LogsDirectory``, and never a listening socket on every interface. Control requests
-carry an HMAC made with the cluster key, so that the control socket obeys only whoever
-holds it, even if its file permissions were loosened.
+``LogsDirectory``, and never a listening socket on every interface. The control socket
+is ``real.control``.
 
 ``run_manager``: the convention leader's actor system on ``--listen ADDR:PORT`` (bound to
 that address only), the management shell with the HA manager, and a control socket (a
@@ -19,10 +18,7 @@ until SIGTERM or SIGINT, then shut their actor system down; guests keep running.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import hmac
-import json
+import itertools
 import os
 import signal
 import socket
@@ -31,30 +27,42 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from real.control import ASK_TIMEOUT_S, ControlGuard, ControlServer, DaemonError
 from real.keys import DEFAULT_KEY, Identity, KeyFile, KeyFileError, load_key
+from real.liveness import (
+    PROBE_TIMEOUT_S,
+    DeadActorSystem,
+    Liveness,
+    StateLock,
+    admin_probe,
+    connect_error,
+    refuse_if_listening,
+    sd_notify,
+)
+from real.store import StoreError, check_state_file
+
+__all__ = ["DaemonError", "run_agent", "run_manager", "split_addr"]
 
 DEFAULT_SOCKET = "/run/neverstop/manager.sock"
 DEFAULT_LOGS = "/var/log/neverstop"  # systemd's LogsDirectory=neverstop sets $LOGS_DIRECTORY to it
-CONTROL_SKEW_S = 60.0  # a control request older than this is refused (and a replay of one)
 ANY_ADDRESS = ("", "0.0.0.0", "::", "*")
 DEFAULT_PORT = 1900
-ASK_TIMEOUT_S = 10.0
 REJOIN_S = 5.0  # an agent re-registers with the convention leader this often
 REJOIN_CAPABILITY = "neverstop.rejoin"
+MANAGER_UNREACHABLE_LOG_S = 60.0  # an agent that cannot reach the manager says so this often
 
 
-class DaemonError(Exception):
-    """Cannot start or reach a daemon: one line for the user."""
-
-
-def split_addr(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+def split_addr(text: str, default_port: int = DEFAULT_PORT, flag: str = "") -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host:
         host, port = text, str(default_port)
     try:
-        return host.strip("[]"), int(port)
+        number = int(port)
     except ValueError:
-        raise DaemonError(f"bad address {text!r}: expected ADDR:PORT") from None
+        raise DaemonError(f"{flag or 'address'} {text}: expected ADDR:PORT") from None
+    if not 0 < number < 65536:
+        raise DaemonError(f"{flag or 'address'} {text}: the port must be 1-65535")
+    return host.strip("[]"), number
 
 
 def source_address_towards(addr: tuple[str, int]) -> str:
@@ -128,12 +136,12 @@ def use_management_shell(cls: type) -> None:
 
 
 def run_manager(cluster_path: str | None, listen: str, state: str | None, socket_path: str,
-                key_path: str = DEFAULT_KEY, ready_file: str | None = None) -> int:
+                key_path: str = DEFAULT_KEY, ready_file: str | None = None, init_state: bool = False) -> int:
     from real.cluster import load_cluster
 
     if cluster_path is None:
         raise DaemonError("--config is required")
-    ip, port = split_addr(listen)
+    ip, port = split_addr(listen, flag="--listen")
     _refuse_any_address(ip, "--listen")
     key, identity = _identity(key_path, None)
     cluster = load_cluster(cluster_path)
@@ -141,18 +149,30 @@ def run_manager(cluster_path: str | None, listen: str, state: str | None, socket
         from dataclasses import replace
 
         cluster = replace(cluster, settings=replace(cluster.settings, state=state))
+    busy = refuse_if_listening(ip, port, "manager")
+    if busy:
+        raise DaemonError(f"--listen {busy}")
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(cluster.settings.state)), exist_ok=True)
+        lock = StateLock(cluster.settings.state)
+    except OSError as err:
+        raise DaemonError(str(err)) from None
+    try:
+        _log(check_state_file(cluster.settings.state, cluster.name, init_state))
+    except StoreError as err:
+        os.close(lock.fd)
+        raise DaemonError(str(err)) from None
     os.environ["THESPIAN_BASE_IPADDR"] = ip
     from thespian.actors import ActorSystem
 
-    from real.management import MANAGER_GLOBAL_NAME, Control, ManagementShell, MgmtBoot
+    from real.management import MANAGER_GLOBAL_NAME, ManagementShell, MgmtBoot
     from real.thespian_env import bind_strictly
 
     _secure(identity)
     bind_strictly()
     stopping = _stop_on_signals()
     asys = ActorSystem("multiprocTCPBase", {"Admin Port": port, "neverstop.role": "manager"})
-    server = _control_socket(socket_path)  # after the fork of Thespian's processes
-    guard = ControlGuard(key.control_key())
+    server = ControlServer(socket_path, ControlGuard(key.control_key()))  # after Thespian's forks
     try:
         shell = asys.createActor(_management_shell or ManagementShell, globalName=MANAGER_GLOBAL_NAME)
         if asys.ask(shell, MgmtBoot(node="mgmt", cluster=cluster), ASK_TIMEOUT_S) is None:
@@ -161,137 +181,45 @@ def run_manager(cluster_path: str | None, listen: str, state: str | None, socket
         if ready_file:
             with open(ready_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
+        sd_notify("READY=1")
+        liveness = Liveness({
+            "the management shell": lambda: bool(_ask(asys, shell, "ping", {}, PROBE_TIMEOUT_S)["ok"]),
+            "Thespian's admin": admin_probe(asys),
+        }, _log)
         while not stopping():
-            _serve_one(server, guard, lambda cmd, args: _ask(asys, shell, Control(cmd, args)))
+            server.serve(lambda cmd, args: _ask(asys, shell, cmd, args))
+            liveness.check()
+    except DeadActorSystem as dead:
+        _log(f"manager: {dead}")
+        return 1
     finally:
+        sd_notify("STOPPING=1")
         server.close()
-        with contextlib.suppress(OSError):
-            os.unlink(socket_path)
         asys.shutdown()
+        os.close(lock.fd)
     _log("manager stopped")
     return 0
 
 
-def _ask(asys: Any, shell: Any, msg: Any) -> dict[str, Any]:
-    from real.management import ControlReply
+_requests = itertools.count(1)
 
-    reply = asys.ask(shell, msg, ASK_TIMEOUT_S)
+
+def _ask(asys: Any, shell: Any, cmd: str, args: dict[str, Any],
+         timeout_s: float = ASK_TIMEOUT_S) -> dict[str, Any]:
+    """The management shell's answer to one command. Anything else that reaches this
+    process meanwhile (the late answer to an earlier command that timed out) is dropped."""
+    from real.management import Control, ControlReply
+
+    req = next(_requests)
+    deadline = time.monotonic() + timeout_s
+    reply = asys.ask(shell, Control(cmd, args, req), timeout_s)
+    while reply is not None and not (isinstance(reply, ControlReply) and reply.req == req):
+        _log(f"control: a late or stray {type(reply).__name__} dropped")
+        left = deadline - time.monotonic()
+        reply = asys.listen(left) if left > 0 else None
     if reply is None:
         return {"ok": False, "error": "the manager did not answer"}
-    if not isinstance(reply, ControlReply):  # whatever else reached this process's port
-        _log(f"control: {type(reply).__name__} arrived instead of the shell's answer: dropped")
-        return {"ok": False, "error": "the manager's answer was lost: try again"}
     return {"ok": reply.ok, "error": reply.error, "data": reply.data}
-
-
-def _control_socket(path: str) -> socket.socket:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o077)  # root only: whoever reaches it controls HA
-    try:
-        server.bind(path)
-    finally:
-        os.umask(old)
-    server.listen(16)
-    server.settimeout(0.5)
-    return server
-
-
-class ControlGuard:
-    """Checks a control request's HMAC (the cluster key's control key), age and nonce."""
-
-    def __init__(self, key: bytes) -> None:
-        self.key = key
-        self.nonces: dict[str, float] = {}
-
-    def refusal(self, request: dict[str, Any]) -> str | None:
-        mac = str(request.get("mac", ""))
-        if not hmac.compare_digest(mac, control_mac(self.key, request)):
-            return "not authenticated: the request is not signed with this cluster's key (--key)"
-        try:
-            age = abs(time.time() - float(request.get("t", 0)))
-        except (TypeError, ValueError):
-            age = float("inf")
-        nonce = str(request.get("nonce", ""))
-        if age > CONTROL_SKEW_S or nonce in self.nonces:
-            return "not authenticated: a stale or replayed request"
-        now = time.monotonic()
-        self.nonces = {n: t for n, t in self.nonces.items() if now - t < 2 * CONTROL_SKEW_S}
-        self.nonces[nonce] = now
-        return None
-
-
-def control_mac(key: bytes, request: dict[str, Any]) -> str:
-    signed = {k: request.get(k) for k in ("cmd", "args", "t", "nonce")}
-    body = json.dumps(signed, sort_keys=True, separators=(",", ":"), default=str)
-    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
-
-
-def _serve_one(server: socket.socket, guard: ControlGuard,
-               handle: Callable[[str, dict[str, Any]], dict[str, Any]]) -> None:
-    try:
-        conn, _ = server.accept()
-    except (TimeoutError, InterruptedError):
-        return
-    with conn:
-        conn.settimeout(5)
-        try:
-            data = b""
-            while not data.endswith(b"\n") and len(data) < 65536:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            request = json.loads(data or b"{}")
-            if not isinstance(request, dict) or not isinstance(request.get("args", {}), dict):
-                raise ValueError("expected a JSON object with an object of args")
-            refused = guard.refusal(request)
-            if refused is not None:
-                _log(f"control request refused: {refused}")
-                reply = {"ok": False, "error": refused}
-            else:
-                reply = handle(str(request.get("cmd", "")), dict(request.get("args", {})))
-        except (OSError, ValueError) as err:
-            reply = {"ok": False, "error": f"bad request: {err}"}
-        except Exception as err:  # the manager keeps serving whatever one request does
-            _log(f"control request failed: {type(err).__name__}: {err}")
-            reply = {"ok": False, "error": f"the manager failed on this request: {type(err).__name__}"}
-        with contextlib.suppress(OSError):
-            conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
-
-
-def control(socket_path: str, cmd: str, args: dict[str, Any] | None = None,
-            timeout_s: float = ASK_TIMEOUT_S + 5, key_path: str = DEFAULT_KEY) -> dict[str, Any]:
-    """Send one command to a running manager; raises DaemonError if none answers."""
-    try:
-        key = load_key(key_path).control_key()
-    except KeyFileError as err:
-        raise DaemonError(str(err)) from None
-    request: dict[str, Any] = {"cmd": cmd, "args": args or {}, "t": time.time(),
-                               "nonce": os.urandom(16).hex()}
-    request["mac"] = control_mac(key, request)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout_s)
-    try:
-        s.connect(socket_path)
-        s.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except OSError as err:
-        raise DaemonError(f"cannot reach the manager at {socket_path}: {err.strerror or err}") from None
-    finally:
-        s.close()
-    try:
-        reply: dict[str, Any] = json.loads(data)
-    except ValueError:
-        raise DaemonError(f"the manager at {socket_path} gave no answer") from None
-    return reply
 
 
 # -- the agent -----------------------------------------------------------------------------------
@@ -300,7 +228,7 @@ def control(socket_path: str, cmd: str, args: dict[str, Any] | None = None,
 def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, admin_port: int,
               ready_file: str | None = None, watchdog_state: str | None = None,
               key_path: str = DEFAULT_KEY) -> int:
-    mgr = split_addr(manager)
+    mgr = split_addr(manager, flag="--manager")
     _refuse_any_address(mgr[0], "--manager")
     if address is not None:
         _refuse_any_address(address, "--address")
@@ -318,6 +246,9 @@ def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, ad
     from real.management import ADDRESS_CAPABILITY, LIBVIRT_CAPABILITY, WATCHDOG_CAPABILITY
     from real.thespian_env import bind_strictly
 
+    busy = refuse_if_listening(ip, admin_port, "agent")
+    if busy:
+        raise DaemonError(f"--admin-port {busy}")
     _secure(identity)
     bind_strictly()
 
@@ -338,16 +269,30 @@ def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, ad
             f.write(f"{os.getpid()}\n")
     rejoins = 0
     next_rejoin = time.monotonic() + REJOIN_S
+    next_reach = time.monotonic()
+    sd_notify("READY=1")
+    liveness = Liveness({"Thespian's admin": admin_probe(asys)}, _log)
     try:
         while not stopping():
             time.sleep(0.2)
-            if time.monotonic() >= next_rejoin:
+            now = time.monotonic()
+            if now >= next_rejoin:
                 # Re-register with the convention leader (a restarted manager learns of
                 # this host this way); the value only has to change.
                 rejoins += 1
                 asys.updateCapability(REJOIN_CAPABILITY, rejoins)
-                next_rejoin = time.monotonic() + REJOIN_S
+                next_rejoin = now + REJOIN_S
+            if now >= next_reach:  # once a minute at most, the manager not answering is news
+                why = connect_error(*mgr)
+                next_reach = now + (MANAGER_UNREACHABLE_LOG_S if why else REJOIN_S)
+                if why:
+                    _log(f"agent for {name}: cannot reach the manager at {mgr[0]}:{mgr[1]}: {why}")
+            liveness.check()
+    except DeadActorSystem as dead:
+        _log(f"agent for {name}: {dead} (guests keep running)")
+        return 1
     finally:
+        sd_notify("STOPPING=1")
         asys.shutdown()
     _log(f"agent for {name} stopped (guests keep running)")
     return 0

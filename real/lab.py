@@ -391,8 +391,8 @@ def manager_marker(state: LabState) -> str:
 def _start_manager(state: LabState) -> None:
     _spawn(state, "manager", [*_python(), "real", "manager", "--config", state.cluster_file, "--listen",
                               f"{state.bridge_ip}:{state.manager_port}", "--socket", state.socket,
-                              "--key", state.key])
-    from real.daemon import DaemonError, control
+                              "--key", state.key, "--init-state"])
+    from real.control import DaemonError, control
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -438,7 +438,7 @@ def agent_pids(state: LabState, host: str) -> list[int]:
 
 
 def _wait_agents(state: LabState, timeout_s: float = 60) -> None:
-    from real.daemon import DaemonError, control
+    from real.control import DaemonError, control
 
     deadline = time.monotonic() + timeout_s
     last: Any = None

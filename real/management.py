@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from thespian.actors import ActorSystemConventionUpdate, ChildActorExited
@@ -63,6 +63,7 @@ class Control:
 
     cmd: str
     args: dict[str, Any] = field(default_factory=dict)
+    req: int = 0  # echoed in the reply: the daemon tells its answer from a late one
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ControlReply:
     ok: bool
     error: str = ""
     data: Any = None
+    req: int = 0
 
 
 class ManagementShell(NodeShell):
@@ -220,7 +222,7 @@ class ManagementShell(NodeShell):
                 reply = self.control(msg)
             except (ConfigError, UnitError, KeyError, ValueError) as err:
                 reply = ControlReply(False, str(err))
-            self.send(sender, reply)
+            self.send(sender, replace(reply, req=msg.req))
         elif isinstance(msg, Booted):
             self.agents[msg.node] = "up"
         elif isinstance(msg, ChildActorExited):
@@ -252,6 +254,8 @@ class ManagementShell(NodeShell):
         store = self.store
         assert store is not None
         cmd, args = msg.cmd, msg.args
+        if cmd == "ping":  # the daemon's liveness probe
+            return ControlReply(True)
         if cmd == "status":
             return ControlReply(True, data=self.status())
         if cmd == "set-ha":

@@ -63,6 +63,46 @@ def inventory_from_json(text: str) -> Inventory:
     return Inventory(hosts, pools, vms)
 
 
+class StoreError(Exception):
+    """A state file the manager must not start on: one line saying what to do."""
+
+
+def check_state_file(path: str, cluster_id: str, init: bool) -> str:
+    """Before a manager starts on ``path``: it exists unless ``init`` (which makes it, with
+    ``cluster_id``), it passes SQLite's quick check, and it is this cluster's. A mistyped
+    path must not start a manager that has forgotten every HA level, no-restart flag and
+    maintenance; a damaged file must stop it with what to do, not loop. Returns a line
+    for the log."""
+    exists = os.path.exists(path)
+    if init and exists:
+        raise StoreError(f"{path}: exists; --init-state only makes a new state file (drop the flag)")
+    if not init and not exists:
+        raise StoreError(f"{path}: no state file. A new cluster starts once with --init-state; a wrong path "
+                         "would forget every HA level, no-restart flag and maintenance")
+    restore = (f"restore it from a backup (sqlite3 {path} .backup is how to make one), or move it "
+               "away and start with --init-state")
+    try:
+        store = Store(path)
+        try:
+            check = store.db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise StoreError(f"{path}: damaged ({check}); {restore}")
+            row = store.db.execute("SELECT value FROM meta WHERE key = 'cluster_id'").fetchone()
+            if init or row is None:  # new, or written before state files named their cluster
+                store._meta("cluster_id", cluster_id)
+                return f"state file {path} {'created' if init else 'adopted'} for cluster {cluster_id!r}"
+            if row[0] != cluster_id:
+                raise StoreError(f"{path}: the state of cluster {row[0]!r}, but the cluster file is "
+                                 f"{cluster_id!r} (its name); give the right --state or cluster file")
+            return f"state file {path}: cluster {cluster_id!r}, quick check ok"
+        finally:
+            store.close()
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"{path}: not a usable state file ({err}); {restore}") from None
+    except OSError as err:
+        raise StoreError(f"{path}: cannot open the state file: {err.strerror or err}") from None
+
+
 class Store:
     def __init__(self, path: str) -> None:
         self.path = path

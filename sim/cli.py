@@ -156,4 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the module's own name: the command groups raise sim.cli.UsageError, which a
+    # second copy of this module running as __main__ would not catch (a traceback instead
+    # of one line, under ``python -m sim.cli``).
+    from sim.cli import main as cli_main
+
+    sys.exit(cli_main())

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from real.cluster import load_cluster
-from real.daemon import DaemonError, control
+from real.control import DaemonError, control
 from real.domain import domain_xml
 from real.heartbeat import reading
 from real.keys import keygen, load_key
@@ -174,8 +174,9 @@ class LoopbackCluster:
     def start_manager(self, timeout_s: float = 20.0) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
+        init = [] if (self.dir / "state.db").exists() else ["--init-state"]
         self._spawn("manager", ["real", "manager", "--config", str(self.path), "--listen",
-                                f"127.0.0.1:{self.base}", "--socket", self.socket, "--key", self.key])
+                                f"127.0.0.1:{self.base}", "--socket", self.socket, "--key", self.key, *init])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with contextlib.suppress(DaemonError):

@@ -257,7 +257,7 @@ def test_every_attack_is_refused_and_changes_nothing(rng: Range) -> None:
         assert "not authenticated" in raw_control(c.socket, request)
         attacks.append(Attack(name))
     stranger_key = str(c.dir / "stranger.key")
-    from real.daemon import control
+    from real.control import control
 
     refused = control(c.socket, "stop", {"vm": "vm-shared"}, key_path=stranger_key)
     assert "not authenticated" in refused["error"]

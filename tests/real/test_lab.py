@@ -16,7 +16,7 @@ import pytest
 from real_harness import record_recovery
 
 from real import lab as labmod
-from real.daemon import DaemonError, control
+from real.control import DaemonError, control
 from real.heartbeat import reading
 from real.keys import load_key
 from real.watchdog import ARMED, FIRED, WATCHDOG_KEY, read_state

@@ -16,7 +16,7 @@ import pytest
 from actors.messages import CheckHostReply, HostEvent, OpReply, Pong, ProbePing, ProbePong, StopVm
 from real.allowlist import SafeUnpickler, UnpicklingRefused
 from real.authz import admit
-from real.daemon import ControlGuard, control_mac
+from real.control import ControlGuard, control_mac
 from real.keys import KeyFileError, keygen, load_key
 from real.shell import Booted, Envelope, Nodes
 from real.wire import REPLAY_WINDOW, FrameRejected, Wire

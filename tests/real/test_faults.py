@@ -1,0 +1,165 @@
+"""Real mode's own failures (issue 13, first part): a second manager, a state file that is
+missing, damaged or another cluster's, an actor system that died under its daemon, a
+control request that is not one, a bad setting.
+
+Loopback processes with libvirt's test driver, as in ``test_conformance``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from real_harness import LoopbackCluster, pids_with
+from test_conformance import CLUSTER, view
+
+from real.control import control
+
+
+def run_cli(cluster: LoopbackCluster, *argv: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, LOGS_DIRECTORY=str(cluster.dir / "logs" / "cli"), PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "sim.cli", *argv], capture_output=True, text=True,
+                          timeout=timeout_s, env=env)
+
+
+def manager_argv(cluster: LoopbackCluster, port: int, *extra: str) -> list[str]:
+    return ["real", "manager", "--config", str(cluster.path), "--listen", f"127.0.0.1:{port}",
+            "--socket", str(cluster.dir / f"other-{port}.sock"), "--key", cluster.key, *extra]
+
+
+def one_line(out: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    err = out.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> LoopbackCluster:
+    c = LoopbackCluster(tmp_path_factory.mktemp("faults"), CLUSTER, shared_pools=("nfs-1",))
+    c.start()
+    c.wait_for(lambda s: view(s)["vm-shared"] == ("Running", "host-1"), 20, "settled")
+    yield c
+    c.stop()
+
+
+def test_a_second_manager_is_refused_on_the_port_and_on_the_state_file(cluster: LoopbackCluster) -> None:
+    before = sorted(pids_with(cluster.manager_marker()))
+    one_line(run_cli(cluster, *manager_argv(cluster, cluster.base)),
+             f"--listen 127.0.0.1:{cluster.base} is in use (another manager")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    one_line(run_cli(cluster, *manager_argv(cluster, free)),
+             "state.db: in use by another manager (pid", str(cluster.procs["manager"].pid))
+    assert sorted(pids_with(cluster.manager_marker())) == before
+    assert view(cluster.status())["vm-shared"] == ("Running", "host-1")
+
+
+def test_a_state_file_that_is_missing_damaged_or_foreign_is_refused(cluster: LoopbackCluster,
+                                                                    tmp_path: Path) -> None:
+    def port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    missing = tmp_path / "typo" / "state.db"
+    one_line(run_cli(cluster, *manager_argv(cluster, port(), "--state", str(missing))),
+             "no state file", "--init-state")
+    assert not missing.exists()
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"SQLite format 3\0" + os.urandom(4096))
+    one_line(run_cli(cluster, *manager_argv(cluster, port(), "--state", str(damaged))),
+             "not a usable state file", "backup")
+    other = tmp_path / "other.db"
+    import sqlite3
+
+    db = sqlite3.connect(other)
+    db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                     "INSERT INTO meta VALUES ('cluster_id', 'production-east');")
+    db.commit()
+    db.close()
+    one_line(run_cli(cluster, *manager_argv(cluster, port(), "--state", str(other))),
+             "the state of cluster 'production-east'", "'conformance'")
+    one_line(run_cli(cluster, *manager_argv(cluster, port(), "--state", str(other), "--init-state")),
+             "exists; --init-state only makes a new")
+
+
+def test_bad_flags_and_settings_get_one_line(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    one_line(run_cli(cluster, "real", "agent", "--manager", "10.0.0.1:99999", "--name", "host-1",
+                     "--key", cluster.host_key("host-1")),
+             "--manager 10.0.0.1:99999: the port must be 1-65535")
+    one_line(run_cli(cluster, "real", "agent", "--manager", "127.0.0.1:x", "--name", "host-1",
+                     "--key", cluster.host_key("host-1")), "--manager 127.0.0.1:x: expected ADDR:PORT")
+    for timeout, message in (('"abc"', "invalid duration 'abc'"), ("inf", "got inf"), ("-1", "got -1")):
+        path = tmp_path / "cluster.toml"
+        path.write_text(cluster.path.read_text().replace('pidfile = "', f'timeout = {timeout}\npidfile = "'))
+        one_line(run_cli(cluster, *manager_argv(cluster, 1, "--config", str(path))),
+                 "real.power.*.timeout", message)
+
+
+def test_every_malformed_control_request_gets_one_line_and_the_manager_serves_on(
+        cluster: LoopbackCluster) -> None:
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.connect(cluster.socket)  # connects and says nothing
+    try:
+        t0 = time.monotonic()
+        assert cluster.status()["hosts"]  # not held up by the silent client
+        assert time.monotonic() - t0 < 1.5
+        for junk in (b"[]\n", b'"x"\n', b"1\n", b"null\n", b'{"args":5}\n', b'{"cmd": 7}\n',
+                     b"\xff\xfe\n", b"x" * (1 << 20)):
+            reply = raw(cluster.socket, junk)
+            assert reply["ok"] is False and "bad request" in reply["error"], (junk[:20], reply)
+        silent.settimeout(5)
+        answer = silent.recv(4096)  # dropped with one line after the client timeout
+        assert b"bad request" in answer and answer.count(b"\n") == 1
+    finally:
+        silent.close()
+    assert control(cluster.socket, "ping", key_path=cluster.key)["ok"]
+    assert view(cluster.status())["vm-shared"] == ("Running", "host-1")
+
+
+def raw(path: str, data: bytes) -> dict[str, object]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        with contextlib.suppress(OSError):
+            s.sendall(data)
+        got = b""
+        while not got.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    reply: dict[str, object] = json.loads(got)
+    return reply
+
+
+def test_a_daemon_whose_actor_system_died_exits_non_zero(tmp_path: Path) -> None:
+    cluster = LoopbackCluster(tmp_path, CLUSTER, shared_pools=("nfs-1",))
+    try:
+        cluster.start()
+        daemons = (("host-2", cluster.agent_marker("host-2")), ("manager", cluster.manager_marker()))
+        for daemon, marker in daemons:
+            main = cluster.procs[daemon]
+            for pid in pids_with(marker):
+                if pid != main.pid:
+                    os.kill(pid, signal.SIGKILL)  # Thespian's admin and actors: the main process lives on
+            t0 = time.monotonic()
+            code = main.wait(timeout=20)
+            took = time.monotonic() - t0
+            assert code == 1, (daemon, code, cluster.log(daemon))
+            assert took < 12, (daemon, took)
+            assert "did not answer 3 probes in a row" in cluster.log(daemon)
+            print(f"\n{daemon}: its actor system killed, the daemon exited {code} after {took:.1f} s")
+    finally:
+        cluster.stop()
