@@ -14,6 +14,7 @@ from enum import Enum
 
 from actors.config import HaConfig
 from actors.context import Behaviour, Context
+from actors.durable import STOP_DONE
 from actors.inventory import MANAGER, VmInit, host_addr
 from actors.messages import (
     Claim,
@@ -119,6 +120,8 @@ class VmActor(Behaviour):
         return self.config.enable and self.level is HaLevel.NEVER_STOP and not self.no_restart
 
     def _set(self, ctx: Context, state: VmState) -> None:
+        if state in STOP_DONE:
+            self.stop_requested = False  # no copy runs: a user's stop has taken effect
         if state is not self.state:
             if (state in SCANNABLE) != (self.state in SCANNABLE):
                 ctx.send(MANAGER, Scannable(self.name, state in SCANNABLE))
@@ -254,7 +257,8 @@ class VmActor(Behaviour):
         if self.op is not Op.NONE or self.state is not VmState.RUNNING:
             return
         if self.stop_requested:
-            self.stop_requested = False
+            # Kept until a view proves the guest gone (STOP_DONE): a stop that times out
+            # because the host cannot be reached is carried out once it can be again.
             self.evacuate_requested = False
             self._stop_guest(ctx)
         elif self.evacuate_requested:

@@ -245,7 +245,8 @@ def format_status(data: dict[str, Any]) -> str:
 
     vm_rows = [
         (v["name"], str(v["cpu"]), memory(v["memory_mib"]), v["ip"] or "-", v["host_ip"] or v["host"] or "-",
-         v["cluster"], v["state"] + (" (no restart)" if v.get("no_restart") else ""), v["ha"])
+         v["cluster"], v["state"] + (" (no restart)" if v.get("no_restart") else "")
+         + (f", {v['pending']} pending" if v.get("pending") else ""), v["ha"])
         for v in data["vms"]
     ]
     force = (data.get("config") or {}).get("ha.strategy") == "Force"
@@ -260,7 +261,14 @@ def format_status(data: dict[str, Any]) -> str:
          agent(h))
         for h in data["hosts"]
     ]
+    store = data.get("store") or {}
+    lines = []
+    if store.get("degraded"):
+        lines += [f"  Store DEGRADED: {store.get('path')}: {store.get('error')}; {store.get('unsaved', 0)} "
+                  "changes kept in memory and retried; durable commands are refused until it can be written",
+                  ""]
     return "\n".join([
+        *lines,
         "  VMs:",
         table(vm_rows, ("Name", "CPU", "Memory", "IP", "Host IP", "Cluster", "State", "HA level")),
         "",

@@ -4,23 +4,31 @@ Besides hosting the behaviours (``real.shell``), it
 - places a host agent on every compute host whose actor system joins the convention
   (``createActor`` with the capability requirement ``neverstop.host = NAME``), and tells
   every agent where its peers are;
-- is the API layer: a user command is written to the store, then handed to the manager,
-  so a restarted management node knows every level, "do not restart" flag, setting and
-  maintenance mode; published VM states are stored as they happen;
+- is the API layer: a user command's change (``actors.durable.command_change``) is
+  committed to the store in one transaction, then applied to memory and handed to the
+  manager, so a command answered "ok" survives a restart of the management node;
+- keeps the durable record through store failures: published VM views change memory at
+  once and are written at the end of each batch; a write that fails (full disk, locked
+  or read-only file) is kept and retried every few seconds while HA goes on, the status
+  shows the store degraded with the error, and commands that must be durable are refused
+  at once with a one-line reason until the retry succeeds;
 - answers ``bmc/HOST`` from the host's power controller, in a thread;
 - keeps the live VM and host tables for ``neverstop real status``.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 from thespian.actors import ActorSystemConventionUpdate, ChildActorExited
 
 from actors.config import DURATION_KEYS, ConfigError, HaConfig
+from actors.durable import Change, DurableState, command_change, restore, stored_config_value, view_change
 from actors.host_agent import HostAgent
 from actors.inventory import MANAGER, Inventory, host_addr
 from actors.manager import HaManager
@@ -35,7 +43,7 @@ from actors.messages import (
     UserStopVm,
     VmViewChanged,
 )
-from actors.states import HaLevel, Strategy, VmState
+from actors.states import HaLevel
 from real.agent import AgentBoot, AgentShell, HostSpec
 from real.authz import HOST_CAPABILITY, MGMT_LOG
 from real.cluster import Cluster
@@ -50,6 +58,12 @@ ADDRESS_CAPABILITY = "neverstop.address"
 WATCHDOG_CAPABILITY = "neverstop.watchdog"  # the agent's --watchdog-state ("" for none)
 MANAGER_GLOBAL_NAME = "neverstop-manager"
 TRANSITIONS_KEPT = 1000  # recent VM state changes shown by the status (wall-clock times)
+STORE_RETRY_S = 2.0  # a failed store write is tried again this often
+
+
+@dataclass(frozen=True)
+class _StoreRetry:
+    """Wake-up payload: try the writes a failure left in memory again."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +97,12 @@ class ManagementShell(NodeShell):
         self.inventory: Inventory | None = None
         self.config = HaConfig()
         self.store: Store | None = None
+        self.durable = DurableState()  # what is committed, plus ``unsaved``
+        self.unsaved: list[Change] = []  # view changes in memory, not yet in the store
+        self.store_error = ""  # the last write's failure while degraded ("" when writable)
+        self.retry_armed = False
         self.views: dict[str, tuple[str, str | None]] = {}
-        self.levels: dict[str, HaLevel] = {}
-        self.no_restart: dict[str, bool] = {}
+        self.vm_names: set[str] = set()
         self.host_status: dict[str, str] = {}
         self.agents: dict[str, str] = {}  # host -> "booting" | "up"
         self.watchdogs: dict[str, bool] = {}  # host -> its agent runs with a watchdog
@@ -103,14 +120,16 @@ class ManagementShell(NodeShell):
         self.seed = msg.seed
         self.nodes[MGMT] = self.myAddress
         store = self.store = Store(cluster.settings.state)
-        inventory, config, maintenance = store.restore(cluster.inventory, cluster.config)
+        self.durable = store.load()
+        for line in store.skipped:
+            self.log(f"state file {store.path}: {line}")
+        inventory, config, maintenance = restore(cluster.inventory, cluster.config, self.durable)
         store.save_inventory(cluster.inventory)
         self.inventory, self.config = inventory, config
-        for init in inventory.vms:
-            self.levels[init.vm.name] = init.level
-            self.no_restart[init.vm.name] = init.no_restart
-            running = init.state is VmState.RUNNING
-            self.views[init.vm.name] = (init.state.value, init.host if running else None)
+        self.vm_names = {init.vm.name for init in inventory.vms}
+        restored = Counter(init.state.value for init in inventory.vms)
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(restored.items())) or "none"
+        self.log(f"VMs restored: {counts} (Unknown ones are asked on their hosts)")
         for host in inventory.hosts:
             self.host_ips[host.name] = host.ip
             self.power[host.name] = make_controller(cluster.settings.power_for(host.name))
@@ -200,14 +219,16 @@ class ManagementShell(NodeShell):
     def on_published(self, event: Published) -> None:
         e = event.event
         if isinstance(e, VmViewChanged):
+            change = view_change(e)
+            self.durable.apply(change)
+            self.unsaved.append(change)  # written at the end of the batch (after_messages)
             old = self.views.get(e.vm, ("-", None))[0]
-            if old == e.state.value and self.views.get(e.vm, ("", None))[1] == e.host:
-                return super().on_published(event)  # a VM actor's first view: nothing new
+            if (old, self.views.get(e.vm, ("", None))[1]) == (e.state.value, e.host):
+                return super().on_published(event)
             self.views[e.vm] = (e.state.value, e.host)
-            self.transitions.append((event.t, e.vm, e.state.value, e.host))
-            if self.store is not None:
-                self.store.save_view(e.vm, e.state, e.host, e.target)
-            self.log(f"{e.vm}: {old} -> {e.state.value} {e.host or '-'}")
+            self.transitions.append((event.t, e.vm, e.state.value, e.host))  # a first view: how it came back
+            if old != "-":
+                self.log(f"{e.vm}: {old} -> {e.state.value} {e.host or '-'}")
         elif isinstance(e, HostViewChanged):
             self.host_status[e.host] = e.status
         super().on_published(event)
@@ -220,7 +241,11 @@ class ManagementShell(NodeShell):
         elif isinstance(msg, Control):
             try:
                 reply = self.control(msg)
-            except (ConfigError, UnitError, KeyError, ValueError) as err:
+            except StoreUnavailable as err:
+                reply = ControlReply(False, str(err))
+            except KeyError as err:
+                reply = ControlReply(False, str(err.args[0]) if err.args else "not found")
+            except (ConfigError, UnitError, ValueError) as err:
                 reply = ControlReply(False, str(err))
             self.send(sender, replace(reply, req=msg.req))
         elif isinstance(msg, Booted):
@@ -229,6 +254,74 @@ class ManagementShell(NodeShell):
             for host, addr in list(self.nodes.items()):
                 if addr == msg.childAddress and host != MGMT:
                     self.log(f"Thespian reports {host}'s agent shell gone (no HA action)")
+
+    # -- the store: writes, failures, retries ----------------------------------------------------
+
+    def _commit(self, changes: list[Change]) -> bool:
+        """Write ``changes`` in one transaction; on failure the store is degraded."""
+        assert self.store is not None
+        try:
+            self.store.commit(changes)
+        except (sqlite3.Error, OSError) as err:
+            error = f"{type(err).__name__}: {err}"
+            if error != self.store_error:
+                self.log(f"state file {self.store.path}: write failed ({error}); HA goes on, "
+                         f"{len(self.unsaved)} changes kept in memory and retried every {STORE_RETRY_S:g} s")
+            self.store_error = error
+            self._arm_retry()
+            return False
+        return True
+
+    def _arm_retry(self) -> None:
+        if not self.retry_armed:
+            self.retry_armed = True
+            self.wakeupAfter(timedelta(seconds=STORE_RETRY_S), payload=_StoreRetry())
+
+    def _flush(self) -> None:
+        if self.unsaved and self._commit(self.unsaved):
+            if self.store_error:
+                assert self.store is not None
+                self.log(f"state file {self.store.path}: writable again, {len(self.unsaved)} changes written")
+                self.store_error = ""
+            self.unsaved.clear()
+        elif not self.unsaved and self.store_error:
+            self.store_error = ""  # nothing left to write: the next command finds out for itself
+
+    def after_messages(self) -> None:
+        if self.store is not None and not self.store_error:
+            self._flush()  # while degraded only the retry timer writes: no batch waits on a bad disk
+
+    def on_wakeup(self, payload: Any) -> None:
+        if isinstance(payload, _StoreRetry):
+            self.retry_armed = False
+            if self.store is not None:
+                if self.store_error and not self.unsaved:
+                    self._probe_store()
+                else:
+                    self._flush()
+
+    def _probe_store(self) -> None:
+        """Degraded with nothing to write (a command's write failed): try an empty
+        transaction, so commands are accepted again once the file is writable."""
+        if self._commit([Change()]):
+            assert self.store is not None
+            self.log(f"state file {self.store.path}: writable again")
+            self.store_error = ""
+
+    def _durable(self, cmd: object) -> None:
+        """Make a user command durable (with any view changes still unsaved, in one
+        transaction), then apply it to memory and hand it to the manager. Raises
+        StoreUnavailable, leaving memory as it was, when it cannot be written."""
+        if self.store_error:
+            raise StoreUnavailable(f"the state file cannot be written ({self.store_error}); nothing was "
+                                   "changed. HA goes on; commands are accepted again once it can be written")
+        change = command_change(cmd)
+        if not self._commit([*self.unsaved, change]):
+            raise StoreUnavailable(f"the state file cannot be written ({self.store_error}); "
+                                   "nothing was changed")
+        self.unsaved.clear()
+        self.durable.apply(change)
+        self.route(MANAGER, cmd)
 
     def on_exit(self) -> None:
         super().on_exit()
@@ -240,7 +333,7 @@ class ManagementShell(NodeShell):
 
     def _vm(self, args: dict[str, Any]) -> str:
         vm = str(args.get("vm", ""))
-        if vm not in self.levels:
+        if vm not in self.vm_names:
             raise KeyError(f"no VM named {vm!r}")
         return vm
 
@@ -259,32 +352,21 @@ class ManagementShell(NodeShell):
         if cmd == "status":
             return ControlReply(True, data=self.status())
         if cmd == "set-ha":
-            vm, level = self._vm(args), HaLevel(str(args.get("level")))
-            store.set_level(vm, level)
-            self.levels[vm] = level
-            self.route(MANAGER, UserSetHa(vm, level))
+            self._durable(UserSetHa(self._vm(args), HaLevel(str(args.get("level")))))
         elif cmd == "stop":
-            vm, no_restart = self._vm(args), bool(args.get("no_restart", False))
-            store.set_no_restart(vm, no_restart)
-            store.set_stop_pending(vm, True)
-            self.no_restart[vm] = no_restart
-            self.route(MANAGER, UserStopVm(vm, no_restart))
+            self._durable(UserStopVm(self._vm(args), bool(args.get("no_restart", False))))
         elif cmd == "start":
-            vm = self._vm(args)
-            store.set_no_restart(vm, False)
-            self.no_restart[vm] = False
-            self.route(MANAGER, UserStartVm(vm))
+            self._durable(UserStartVm(self._vm(args)))
         elif cmd == "maintenance":
             host, enter = self._host(args), bool(args.get("enter"))
-            store.set_maintenance(host, enter)
+            self._durable(UserMaintenance(host, enter))
             (self.maintenance.add if enter else self.maintenance.discard)(host)
-            self.route(MANAGER, UserMaintenance(host, enter))
         elif cmd == "config-set":
-            key, value = str(args.get("key", "")), config_value(str(args.get("key", "")), args.get("value"))
-            self.config = self.config.with_key(key, value)
-            stored = value.value if isinstance(value, Strategy) else value
-            store.set_config(key, stored)
-            self.route(MANAGER, UserSetConfig(key, stored))
+            key = str(args.get("key", ""))
+            value = config_value(key, args.get("value"))
+            config = self.config.with_key(key, value)  # checked before anything is written
+            self._durable(UserSetConfig(key, stored_config_value(value)))
+            self.config = config
         else:
             return self.other_command(cmd, args)
         return ControlReply(True)
@@ -299,19 +381,29 @@ class ManagementShell(NodeShell):
         for init in self.inventory.vms:
             name = init.vm.name
             state, host = self.views.get(name, ("-", None))
+            rec = self.durable.record(name)
+            level = rec.level if rec.level is not None else init.level
+            no_restart = rec.no_restart if rec.no_restart is not None else init.no_restart
             vms.append({
                 "name": name, "cpu": init.vm.cpu, "memory_mib": init.vm.memory_mib, "ip": init.vm.ip,
                 "host": host, "host_ip": self.host_ips.get(host or "", ""), "cluster": init.vm.cluster,
-                "state": state, "ha": self.levels[name].value, "no_restart": self.no_restart[name],
-                "pool": init.vm.pool,
+                "state": state, "ha": level.value, "no_restart": no_restart,
+                "pool": init.vm.pool, "pending": "stop" if rec.stop_pending else "",
             })
         hosts = [{
             "name": h, "ip": self.host_ips.get(h, ""), "cluster": host_info[h].cluster,
             "status": self.host_status.get(h, "Connected"), "maintenance": h in self.maintenance,
             "agent": self.agents.get(h, "absent"), "watchdog": self.watchdogs.get(h, False),
         } for h in sorted(host_info)]
-        return {"vms": vms, "hosts": hosts, "config": self.config.as_keys(),
+        assert self.store is not None
+        store = {"path": self.store.path, "degraded": bool(self.store_error), "error": self.store_error,
+                 "unsaved": len(self.unsaved)}
+        return {"vms": vms, "hosts": hosts, "config": self.config.as_keys(), "store": store,
                 "transitions": list(self.transitions)}
+
+
+class StoreUnavailable(Exception):
+    """A durable command refused: the state file cannot be written right now."""
 
 
 def config_value(key: str, raw: Any) -> Any:

@@ -210,6 +210,10 @@ class NodeShell(Actor):  # type: ignore[misc]
             self.run_local()
         except Exception:
             self.log(f"shell error on {type(msg).__name__}:\n{traceback.format_exc()}")
+        try:
+            self.after_messages()
+        except Exception:
+            self.log(f"shell error after {type(msg).__name__}:\n{traceback.format_exc()}")
         if self.mailbox is not None and not self.exiting:
             return ThespianWatch([self.mailbox.fd])
         return None
@@ -265,6 +269,10 @@ class NodeShell(Actor):  # type: ignore[misc]
 
     def on_wakeup(self, payload: Any) -> None:
         pass
+
+    def after_messages(self) -> None:
+        """After each Thespian message and the local deliveries it caused: a batch point
+        (the management shell writes what the batch changed in one transaction)."""
 
     def on_other(self, msg: Any, sender: Any) -> None:
         pass

@@ -4,22 +4,26 @@ What must survive a restart of the management node, because no host keeps it: th
 cluster inventory, each VM's HA level and "do not restart" flag, each VM's last known
 state and host, the HA settings users changed, and the hosts in maintenance. User
 commands are written here before they reach the manager (the API layer), VM state
-changes as the VM actors publish them. On restart ``restore`` turns this back into the
-``Inventory`` and ``HaConfig`` the HA manager starts from.
+changes as the VM actors publish them. On restart ``restore`` (the rule in ``actors.durable``,
+shared with the simulator) turns this back into the ``Inventory`` and ``HaConfig`` the HA
+manager starts from.
 
 One writer (the management shell) and short transactions: SQLite in WAL mode.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
-from dataclasses import asdict, replace
+from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from actors.config import HaConfig
+from actors.durable import Change, DurableState, VmRecord, restore
 from actors.inventory import HostInfo, Inventory, PoolInfo, VmDef, VmInit
 from actors.states import HaLevel, Network, VmState
 
@@ -39,10 +43,7 @@ CREATE TABLE IF NOT EXISTS config (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS maintenance (host TEXT PRIMARY KEY);
 """
 
-# States in which a guest may be executing: a restarted manager starts such a VM's actor
-# as Running on its last host and lets the ping cross-check find out.
-MAY_RUN = frozenset({VmState.RUNNING, VmState.STARTING, VmState.STOPPING, VmState.UNKNOWN,
-                     VmState.MIGRATING, VmState.RECOVERING})
+BUSY_TIMEOUT_S = 0.5  # another writer holds the file: fail fast and retry, never block HA for long
 
 
 def inventory_to_json(inv: Inventory) -> str:
@@ -104,15 +105,22 @@ def check_state_file(path: str, cluster_id: str, init: bool) -> str:
 
 
 class Store:
-    def __init__(self, path: str) -> None:
+    """The durable record in SQLite: one writer (the management shell, which holds the
+    state file's lock), WAL mode, every change one short transaction. A write that
+    fails raises ``sqlite3.Error`` or ``OSError`` and leaves the file as it was; the
+    caller keeps the change and retries (``real.management``)."""
+
+    def __init__(self, path: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                  timeout=busy_timeout_s)
         if path != ":memory:":
             self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self.skipped: list[str] = []  # what the last load left out, one line each
 
     def close(self) -> None:
         self.db.close()
@@ -130,79 +138,84 @@ class Store:
         self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
-    # -- intents and views ------------------------------------------------------------------
+    # -- the durable record -----------------------------------------------------------------
 
-    def _vm(self, name: str, **cols: Any) -> None:
-        names = ", ".join(cols)
-        marks = ", ".join("?" for _ in cols)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols)
-        self.db.execute(
-            f"INSERT INTO vm(name, {names}, updated) VALUES (?, {marks}, ?) "
-            f"ON CONFLICT(name) DO UPDATE SET {updates}, updated = excluded.updated",
-            (name, *cols.values(), time.time()))
+    def commit(self, changes: Sequence[Change]) -> None:
+        """Write ``changes`` in one transaction: all of them land, or none does."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            now = time.time()
+            for change in changes:
+                self._write(change, now)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back by itself
+                    db.execute("ROLLBACK")
+            raise
 
-    def set_level(self, vm: str, level: HaLevel) -> None:
-        self._vm(vm, level=level.value)
+    def _write(self, change: Change, now: float) -> None:
+        by_vm: dict[str, dict[str, Any]] = {}
+        for vm, name, value in change.vm:
+            by_vm.setdefault(vm, {})[name] = _column(value)
+        for vm, cols in by_vm.items():
+            names = ", ".join(cols)
+            marks = ", ".join("?" for _ in cols)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in cols)
+            self.db.execute(
+                f"INSERT INTO vm(name, {names}, updated) VALUES (?, {marks}, ?) "
+                f"ON CONFLICT(name) DO UPDATE SET {updates}, updated = excluded.updated",
+                (vm, *cols.values(), now))
+        for key, value in change.config:
+            self.db.execute("INSERT INTO config(key, value) VALUES (?, ?) "
+                            "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, json.dumps(value)))
+        for host, on in change.maintenance:
+            if on:
+                self.db.execute("INSERT OR IGNORE INTO maintenance(host) VALUES (?)", (host,))
+            else:
+                self.db.execute("DELETE FROM maintenance WHERE host = ?", (host,))
 
-    def set_no_restart(self, vm: str, flag: bool) -> None:
-        self._vm(vm, no_restart=int(flag))
-
-    def set_stop_pending(self, vm: str, flag: bool) -> None:
-        self._vm(vm, stop_pending=int(flag))
-
-    def save_view(self, vm: str, state: VmState, host: str | None, target: str | None = None) -> None:
-        cols: dict[str, Any] = {"state": state.value, "target": target}
-        if host is not None:
-            cols["host"] = host  # a stopped VM keeps its last host as its home
-        if state is VmState.STOPPED:
-            cols["stop_pending"] = 0
-        self._vm(vm, **cols)
-
-    def vm_rows(self) -> dict[str, dict[str, Any]]:
+    def load(self) -> DurableState:
+        """The record as it was last committed. A value that does not parse is left out
+        (the inventory's or cluster file's declaration stands) and named in ``skipped``,
+        which the manager logs: a damaged row must not keep the manager from starting."""
+        state = DurableState()
+        self.skipped = []
         rows = self.db.execute("SELECT name, level, no_restart, state, host, target, stop_pending FROM vm")
-        return {r[0]: {"level": r[1], "no_restart": r[2], "state": r[3], "host": r[4], "target": r[5],
-                       "stop_pending": r[6]} for r in rows.fetchall()}
-
-    def set_config(self, key: str, value: Any) -> None:
-        self.db.execute("INSERT INTO config(key, value) VALUES (?, ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, json.dumps(value)))
-
-    def config_overrides(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM config")}
-
-    def set_maintenance(self, host: str, on: bool) -> None:
-        if on:
-            self.db.execute("INSERT OR IGNORE INTO maintenance(host) VALUES (?)", (host,))
-        else:
-            self.db.execute("DELETE FROM maintenance WHERE host = ?", (host,))
-
-    def maintenance(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT host FROM maintenance")}
-
-    # -- restart ----------------------------------------------------------------------------
-
-    def restore(self, inv: Inventory, config: HaConfig) -> tuple[Inventory, HaConfig, set[str]]:
-        """The inventory and config to start the manager from: the given ones with every
-        stored intent, view and setting applied."""
-        rows = self.vm_rows()
-        vms = []
-        hosts = {h.name for h in inv.hosts}
-        for init in inv.vms:
-            row = rows.get(init.vm.name)
-            if row is None:
-                vms.append(init)
+        for name, level, no_restart, vm_state, host, target, stop_pending in rows.fetchall():
+            state.vms[name] = VmRecord(
+                level=HaLevel(level) if level in LEVELS else None,
+                no_restart=bool(no_restart) if no_restart is not None else None,
+                state=VmState(vm_state) if vm_state in STATES else None,
+                host=host if isinstance(host, str) else None,
+                target=target if isinstance(target, str) else None,
+                stop_pending=bool(stop_pending))
+        for key, text in self.db.execute("SELECT key, value FROM config"):
+            try:
+                value = json.loads(text)
+                HaConfig().with_key(key, value)
+            except (ValueError, TypeError) as err:  # ConfigError is a ValueError
+                self.skipped.append(f"stored setting {key!r} ignored: {err}")
                 continue
-            level = HaLevel(row["level"]) if row["level"] else init.level
-            no_restart = bool(row["no_restart"]) if row["no_restart"] is not None else init.no_restart
-            state, host = init.state, init.host
-            if row["state"]:
-                state = VmState.RUNNING if VmState(row["state"]) in MAY_RUN else VmState.STOPPED
-            if row["host"] in hosts:
-                host = row["host"]
-            also_on = (row["target"],) if row["target"] in hosts and row["target"] != host else ()
-            vms.append(replace(init, level=level, no_restart=no_restart, state=state, host=host,
-                               stop_pending=bool(row["stop_pending"]) and state is VmState.RUNNING,
-                               also_on=also_on))
-        for key, value in self.config_overrides().items():
-            config = config.with_key(key, value)
-        return replace(inv, vms=tuple(vms)), config, self.maintenance() & hosts
+            state.config[key] = value
+        state.maintenance = {r[0] for r in self.db.execute("SELECT host FROM maintenance")}
+        return state
+
+    def restore(self, inv: Inventory, config: HaConfig) -> tuple[Inventory, HaConfig, frozenset[str]]:
+        """The inventory, config and maintenance set to start the manager from: the rule
+        both runtimes share (``actors.durable.restore``) applied to what is stored."""
+        return restore(inv, config, self.load())
+
+
+LEVELS = frozenset(level.value for level in HaLevel)
+STATES = frozenset(state.value for state in VmState)
+
+
+def _column(value: Any) -> Any:
+    """A VmRecord field as SQLite stores it."""
+    if isinstance(value, HaLevel | VmState):
+        return value.value
+    if isinstance(value, bool):
+        return int(value)
+    return value

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import simpy
 
 from actors.config import HaConfig
+from actors.durable import DurableState, command_change, restore, view_change
 from actors.host_agent import HostAgent
 from actors.inventory import (
     MANAGER,
@@ -33,7 +34,7 @@ from actors.messages import (
     UserStopVm,
     VmViewChanged,
 )
-from actors.states import HaLevel, Network, VmState
+from actors.states import Network, VmState
 from actors.storage_pool import StoragePool
 from sim.devices import PowerController, Watchdog
 from sim.expect import evaluate, final_views
@@ -74,37 +75,6 @@ def build_inventory(scenario: Scenario) -> Inventory:
     return Inventory(hosts, pools, vms)
 
 
-@dataclass
-class ManagerStore:
-    """What the management node keeps on disk, so that a restarted manager loses no HA
-    intent: levels, no-restart flags, the config, hosts in maintenance, and each VM's
-    last known state and host. Real mode keeps the same in SQLite."""
-
-    levels: dict[str, HaLevel]
-    no_restart: dict[str, bool]
-    config: HaConfig
-    maintenance: set[str] = field(default_factory=set)
-    state: dict[str, VmState] = field(default_factory=dict)
-    home: dict[str, str] = field(default_factory=dict)
-    stop_pending: set[str] = field(default_factory=set)  # user stops not yet seen done
-    migrating_to: dict[str, str] = field(default_factory=dict)  # a migration in flight: target
-
-    def restore(self, inventory: Inventory) -> Inventory:
-        """The inventory a restarted manager starts from: a VM that was not Stopped is
-        Unknown until its host has been asked; nothing is assumed running."""
-        vms = []
-        for init in inventory.vms:
-            name = init.vm.name
-            stopped = self.state.get(name, init.state) is VmState.STOPPED
-            vms.append(replace(
-                init, level=self.levels[name], no_restart=self.no_restart[name],
-                stop_pending=name in self.stop_pending and not stopped,
-                also_on=(self.migrating_to[name],) if name in self.migrating_to and not stopped else (),
-                state=VmState.STOPPED if stopped else VmState.UNKNOWN,
-                host=self.home.get(name, init.host)))
-        return replace(inventory, vms=tuple(vms))
-
-
 class Simulation:
     """One run of one scenario. ``run()`` returns its RunResult."""
 
@@ -132,11 +102,9 @@ class Simulation:
         self.faults: list[FaultMark] = []
         self.on_transition = on_transition
         self.runtime.on_publish.append(self._published)
-        self.store = ManagerStore(
-            levels={v.name: v.ha for v in scenario.vms},
-            no_restart={v.name: False for v in scenario.vms},
-            config=self.config,
-        )
+        # What the management node keeps on disk (real mode: SQLite): it outlives a
+        # manager crash. User commands and views change it by the rules both runtimes share.
+        self.durable = DurableState()
 
     # -- building --------------------------------------------------------------------------------
 
@@ -173,8 +141,8 @@ class Simulation:
         self.runtime.spawn(MANAGER, MANAGEMENT_NODE, HaManager(self.inventory, self.config))
 
     def _restart_manager(self) -> None:
-        manager = HaManager(self.store.restore(self.inventory), self.store.config,
-                            maintenance=frozenset(self.store.maintenance))
+        inventory, config, maintenance = restore(self.inventory, self.config, self.durable)
+        manager = HaManager(inventory, config, maintenance=maintenance)
         self.runtime.spawn(MANAGER, MANAGEMENT_NODE, manager)
 
     def _drift_clock(self, node: str) -> None:
@@ -231,15 +199,7 @@ class Simulation:
             return
         old = self.last_state.get(event.vm, "-")
         self.last_state[event.vm] = event.state.value
-        self.store.state[event.vm] = event.state
-        if event.target is not None:
-            self.store.migrating_to[event.vm] = event.target
-        else:
-            self.store.migrating_to.pop(event.vm, None)
-        if event.state is VmState.STOPPED:
-            self.store.stop_pending.discard(event.vm)
-        if event.host is not None:
-            self.store.home[event.vm] = event.host
+        self.durable.apply(view_change(event))
         tr = Transition(now, event.vm, event.state.value, event.host)
         self.transitions.append(tr)
         if self.on_transition is not None:
@@ -309,38 +269,31 @@ class Simulation:
         self.truth.note_intents(now)
 
     def _apply_user_action(self, action: str, target: str, args: dict[str, Any]) -> None:
-        intents, store = self.truth.intents, self.store
+        intents = self.truth.intents
+        cmd: object
         if action == "vm-stop":
-            no_restart = bool(args.get("no_restart", False))
-            intents[target].no_restart = store.no_restart[target] = no_restart
-            store.stop_pending.add(target)
-            self._user(UserStopVm(target, no_restart))
+            cmd = UserStopVm(target, bool(args.get("no_restart", False)))
+            intents[target].no_restart = cmd.no_restart
         elif action == "vm-start":
-            intents[target].no_restart = store.no_restart[target] = False
-            store.stop_pending.discard(target)
-            self._user(UserStartVm(target))
+            cmd = UserStartVm(target)
+            intents[target].no_restart = False
         elif action == "set-ha":
-            level: HaLevel = args["level"]
-            intents[target].level = store.levels[target] = level
-            self._user(UserSetHa(target, level))
+            cmd = UserSetHa(target, args["level"])
+            intents[target].level = cmd.level
         elif action == "set-config":
             if args["key"] == "ha.enable":
                 self.truth.ha_enable = bool(args["value"])
-            store.config = store.config.with_key(args["key"], args["value"])
-            self._user(UserSetConfig(args["key"], args["value"]))
+            cmd = UserSetConfig(args["key"], args["value"])
         elif action in ("maintenance-enter", "maintenance-exit"):
-            enter = action == "maintenance-enter"
-            if enter:
-                store.maintenance.add(target)
-            else:
-                store.maintenance.discard(target)
-            self._user(UserMaintenance(target, enter))
+            cmd = UserMaintenance(target, action == "maintenance-enter")
         elif action == "detach-network":
-            self._user(UserDetachNic(target, args.get("network", "business")))
+            cmd = UserDetachNic(target, args.get("network", "business"))
         elif action == "delete-network":
-            self._user(UserDeleteNetwork(args.get("cluster", "Cluster-1"), args["network"]))
+            cmd = UserDeleteNetwork(args.get("cluster", "Cluster-1"), args["network"])
         else:
             raise ValueError(f"unknown action {action!r}")
+        self.durable.apply(command_change(cmd))  # the store takes it first, as in real mode
+        self._user(cmd)
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -357,6 +310,7 @@ class Simulation:
         vm_names = [v.name for v in sc.vms]
         final = final_views(self.transitions, vm_names)
         by_vm = {f.vm: f for f in final}
+        self.truth.check_end(float(self.env.now), {f.vm for f in final if f.state == VmState.RUNNING.value})
         host_ip = {h.name: h.ip for h in sc.hosts}
         table = []
         for v in sc.vms:

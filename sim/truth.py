@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from actors.states import HaLevel
 from sim.result import Run, Violation
 
+# A stop with no_restart has taken effect this long after it was accepted, unless the
+# VM's host cannot be reached (then the manager does not show the VM Running).
+NO_RESTART_SETTLE_S = 300.0
+
 
 @dataclass
 class Intent:
@@ -113,6 +117,29 @@ class Truth:
             self._violate(now, "ha-level-none", f"HA started {vm} on {host} but its HA level is None")
         if rules.no_restart:
             self._violate(now, "no-restart", f"HA started {vm} on {host} after a stop with no_restart")
+
+    def check_end(self, now: float, shown_running: set[str]) -> None:
+        """At the end of a run: a VM stopped with no_restart long ago that still executes
+        while the manager shows it Running (so its host answers) had its stop lost. The
+        start checks above cannot see this: no new run began, the old one never ended."""
+        for vm, intent in self.intents.items():
+            copies = self.live.get(vm)
+            if not intent.no_restart or vm not in shown_running or not copies:
+                continue
+            since = self._no_restart_since(vm)
+            if now - since >= NO_RESTART_SETTLE_S:
+                hosts = ", ".join(sorted(copies))
+                self._violate(now, "no-restart", f"{vm} was stopped with no_restart at {since:.1f}s but "
+                              f"still runs on {hosts}, shown Running, with no user start since")
+
+    def _no_restart_since(self, vm: str) -> float:
+        """When the no_restart now in force was set (the start of its unbroken stretch)."""
+        since = 0.0
+        for rules in reversed(self.history[vm]):
+            if not rules.no_restart:
+                break
+            since = rules.t
+        return since
 
     def _violate(self, now: float, checker: str, detail: str) -> None:
         self.violations.append(Violation(now, checker, detail))

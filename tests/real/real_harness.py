@@ -98,7 +98,7 @@ def kill_all(marker: str) -> None:
 
 REAL_TABLE = """
 [real]
-state = "{dir}/state.db"
+state = "{state}"
 guest = "test"
 run_dir = "{dir}/run"
 shutdown_timeout = "2s"
@@ -113,7 +113,7 @@ pidfile = "{dir}/power/{{host}}.pid"
 
 class LoopbackCluster:
     def __init__(self, workdir: Path, cluster_toml: str, shared_pools: tuple[str, ...] = (),
-                 watchdog: bool = False, hooks: bool = True) -> None:
+                 watchdog: bool = False, hooks: bool = True, state_path: Path | None = None) -> None:
         self.entry = "real.hooks" if hooks else "sim.cli"
         self.watchdog = watchdog  # agents pet <dir>/<host>.watchdog (no daemon watches it here)
         self.dir = workdir
@@ -124,7 +124,9 @@ class LoopbackCluster:
             (self.dir / pool).mkdir(exist_ok=True)
             mounts.append(f'{pool} = "{self.dir / pool}"')
         self.path = self.dir / "cluster.toml"
-        self.path.write_text(cluster_toml + REAL_TABLE.format(dir=self.dir, mounts="\n".join(mounts)))
+        self.state_path = state_path or self.dir / "state.db"
+        self.path.write_text(cluster_toml + REAL_TABLE.format(dir=self.dir, state=self.state_path,
+                                                              mounts="\n".join(mounts)))
         self.cluster = load_cluster(self.path)
         self.hosts = [h.name for h in self.cluster.inventory.hosts]
         self.base = free_port_block(len(self.hosts) + 1)
@@ -174,7 +176,7 @@ class LoopbackCluster:
     def start_manager(self, timeout_s: float = 20.0) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
-        init = [] if (self.dir / "state.db").exists() else ["--init-state"]
+        init = [] if self.state_path.exists() else ["--init-state"]
         self._spawn("manager", ["real", "manager", "--config", str(self.path), "--listen",
                                 f"127.0.0.1:{self.base}", "--socket", self.socket, "--key", self.key, *init])
         deadline = time.monotonic() + timeout_s

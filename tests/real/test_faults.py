@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from real_harness import LoopbackCluster, pids_with
@@ -163,3 +164,125 @@ def test_a_daemon_whose_actor_system_died_exits_non_zero(tmp_path: Path) -> None
             print(f"\n{daemon}: its actor system killed, the daemon exited {code} after {took:.1f} s")
     finally:
         cluster.stop()
+
+
+# -- a state file that cannot be written ---------------------------------------------------------
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str = "8m") -> Any:
+    """A tmpfs of its own (root only): a disk the test can fill without filling the machine's."""
+    where.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                                            str(where)], capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(directory: Path) -> Path:
+    """Write until the file system says it is full."""
+    filler = directory / "filler"
+    with open(filler, "wb") as f:
+        chunk = b"\0" * (1 << 16)
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(chunk)
+                f.flush()
+    return filler
+
+
+def store_row(path: Path, vm: str) -> tuple[Any, ...]:
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return tuple(db.execute("SELECT state, host, stop_pending FROM vm WHERE name = ?", (vm,)).fetchone())
+    finally:
+        db.close()
+
+
+def test_a_full_disk_under_the_state_file_loses_no_vm(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "statefs") as fs:
+        db = fs / "state.db"
+        c = LoopbackCluster(tmp_path / "cluster", CLUSTER, shared_pools=("nfs-1",), state_path=db)
+        try:
+            c.start()
+            c.wait_for(lambda s: view(s)["vm-shared"] == ("Running", "host-1"), 20, "settled")
+            c.wait_for(lambda s: not s["store"]["unsaved"], 5, "first views written")
+            filler = fill(fs)
+
+            # HA goes on: a guest that crashes runs again, though nothing can be written
+            t0 = time.time()
+            c.cmd("crash", vm="vm-shared")
+            c.wait_for(lambda s: view(s)["vm-shared"] == ("Running", "host-1")
+                       and "Stopping" in [t[2] for t in s["transitions"] if t[0] >= t0], 30,
+                       "crash recovered")
+            c.wait_for(lambda s: s["store"]["degraded"], 10, "store degraded")
+            status = c.status()
+            assert "full" in status["store"]["error"] and status["store"]["unsaved"] > 0, status["store"]
+
+            # a durable command is refused at once, with the reason, and changes nothing
+            t1 = time.monotonic()
+            reply = control(c.socket, "set-ha", {"vm": "vm-shared", "level": "None"}, key_path=c.key)
+            answered_s = time.monotonic() - t1
+            assert not reply["ok"] and "state file cannot be written" in reply["error"], reply
+            assert "\n" not in reply["error"]
+            assert answered_s < 1.0, answered_s
+            assert c.vm("vm-shared")["ha"] == "NeverStop"
+            table = run_cli(c, "real", "status", "--socket", c.socket, "--key", c.key).stdout
+            assert "Store DEGRADED" in table, table
+
+            # the host dies meanwhile: HA moves the shared VM and stops the local one, in memory
+            c.power_off("host-1")
+
+            def moved(s: dict[str, Any]) -> bool:
+                return view(s)["vm-shared"] == ("Running", "host-2") and view(s)["vm-local"][0] == "Stopped"
+
+            c.wait_for(moved, 60, "host-1 recovered while the store is full")
+            assert store_row(db, "vm-shared")[1] == "host-1"  # not written yet
+
+            # space comes back: the kept changes land, commands are accepted again
+            filler.unlink()
+            c.wait_for(lambda s: not s["store"]["degraded"] and not s["store"]["unsaved"], 10,
+                       "store writable")
+            assert store_row(db, "vm-shared")[:2] == ("Running", "host-2")
+            assert store_row(db, "vm-local")[0] == "Stopped"
+            c.cmd("set-ha", vm="vm-none", level="NeverStop")
+
+            # and a restarted manager starts from them
+            c.kill_manager()
+            c.start_manager()
+            c.wait_for(lambda s: moved(s) and view(s)["vm-none"][0] == "Running", 60,
+                       "restored from what landed")
+            first = {}
+            for _t, vm, state, host in c.status()["transitions"]:
+                first.setdefault(vm, (state, host))
+            # asked where it last ran (the loopback agents' test drivers start afresh with the
+            # new manager's agent shells, so it is then started there again)
+            assert first["vm-shared"] == ("Unknown", "host-2"), first
+            assert first["vm-local"] == ("Stopped", None), first
+        finally:
+            c.stop()
+
+
+def test_a_locked_state_file_degrades_the_store_and_then_recovers(cluster: LoopbackCluster) -> None:
+    import sqlite3
+
+    other = sqlite3.connect(str(cluster.state_path), isolation_level=None, timeout=5)
+    other.execute("BEGIN EXCLUSIVE")  # someone holds a write lock (a backup tool done wrong)
+    try:
+        t0 = time.monotonic()
+        enter = {"host": "host-2", "enter": True}
+        reply = control(cluster.socket, "maintenance", enter, key_path=cluster.key)
+        assert not reply["ok"] and "locked" in reply["error"], reply
+        assert time.monotonic() - t0 < 1.5  # the store waits half a second for a lock, not five
+        assert cluster.status()["store"]["degraded"]
+        assert not any(h["maintenance"] for h in cluster.status()["hosts"])  # memory untouched
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    cluster.wait_for(lambda s: not s["store"]["degraded"], 10, "store writable again")
+    cluster.cmd("maintenance", host="host-2", enter=True)
+    cluster.cmd("maintenance", host="host-2", enter=False)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from actors.config import HaConfig
+from actors.durable import Change, command_change, view_change
+from actors.messages import UserMaintenance, UserSetConfig, UserSetHa, UserStopVm, VmViewChanged
 from actors.states import HaLevel, Strategy, VmState
 from real.cli import format_status
 from real.cluster import ClusterError, parse_cluster, to_toml
@@ -111,19 +114,20 @@ def test_store_restores_intents_and_views(tmp_path: Path) -> None:
     c = parse_cluster(CLUSTER)
     store = Store(str(tmp_path / "state.db"))
     store.save_inventory(c.inventory)
-    store.set_level("vm-2", HaLevel.NEVER_STOP)
-    store.set_no_restart("vm-1", True)
-    store.save_view("vm-1", VmState.STOPPED, None)
-    store.save_view("vm-2", VmState.MIGRATING, "host-1", "host-2")
-    store.set_config("ha.strategy", "Permissive")
-    store.set_maintenance("host-2", True)
+    store.commit([command_change(UserSetHa("vm-2", HaLevel.NEVER_STOP)),
+                  command_change(UserStopVm("vm-1", no_restart=True))])
+    store.commit([view_change(VmViewChanged("vm-1", VmState.STOPPED, None)),
+                  view_change(VmViewChanged("vm-2", VmState.MIGRATING, "host-1", "host-2")),
+                  command_change(UserSetConfig("ha.strategy", Strategy.PERMISSIVE)),
+                  command_change(UserMaintenance("host-2", True))])
     store.close()
 
     again = Store(str(tmp_path / "state.db"))
     inv, config, maintenance = again.restore(c.inventory, c.config)
     vm1, vm2 = inv.vms
-    assert (vm1.state, vm1.host, vm1.no_restart) == (VmState.STOPPED, "host-1", True)
-    assert (vm2.level, vm2.state, vm2.host, vm2.also_on) == (HaLevel.NEVER_STOP, VmState.RUNNING, "host-1",
+    assert (vm1.state, vm1.host, vm1.no_restart, vm1.stop_pending) == (VmState.STOPPED, "host-1", True, False)
+    # not Stopped: back as Unknown, to be asked on its host and on the migration's target
+    assert (vm2.level, vm2.state, vm2.host, vm2.also_on) == (HaLevel.NEVER_STOP, VmState.UNKNOWN, "host-1",
                                                               ("host-2",))
     assert config.strategy is Strategy.PERMISSIVE and config.host_check_interval_s == 3.0
     assert maintenance == {"host-2"}
@@ -135,6 +139,24 @@ def test_store_without_history_changes_nothing(tmp_path: Path) -> None:
     c = parse_cluster(CLUSTER)
     inv, config, maintenance = Store(str(tmp_path / "s.db")).restore(c.inventory, c.config)
     assert inv == c.inventory and config == c.config and maintenance == set()
+
+
+def test_a_failed_commit_writes_nothing_and_a_damaged_row_is_skipped(tmp_path: Path) -> None:
+    c = parse_cluster(CLUSTER)
+    store = Store(str(tmp_path / "state.db"))
+    stop = command_change(UserStopVm("vm-1", no_restart=True))
+    with pytest.raises(sqlite3.Error):
+        store.commit([stop, Change(vm=(("vm-2", "level", object()),))])  # the second cannot be bound
+    assert store.load().vms == {}  # all or nothing
+    store.commit([stop])
+    store.db.execute("INSERT INTO config(key, value) VALUES ('ha.strategy', '\"Sideways\"')")
+    store.db.execute("UPDATE vm SET state = 'Flying' WHERE name = 'vm-1'")
+    durable = store.load()
+    assert durable.record("vm-1").stop_pending and durable.record("vm-1").state is None
+    assert durable.config == {} and "ha.strategy" in store.skipped[0]
+    inv, config, _ = store.restore(c.inventory, c.config)
+    assert inv.vms[0].state is VmState.UNKNOWN and inv.vms[0].stop_pending  # pending stop kept
+    assert config.strategy is Strategy.FORCE
 
 
 def test_config_values_from_the_command_line() -> None:
