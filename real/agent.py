@@ -36,7 +36,7 @@ from real.domain import GuestTemplate
 from real.heartbeat import FileHeartbeat
 from real.libvirt_port import LibvirtHypervisor
 from real.shell import Boot, Booted, NodeShell
-from real.watchdog import WATCHDOG_KEY, FileWatchdog
+from real.watchdog import WATCHDOG_KEY, FileWatchdog, WatchdogTrouble
 from real.wire import active
 
 READY_POLL_S = 0.2
@@ -103,8 +103,13 @@ class AgentShell(NodeShell):
         self.heartbeat = FileHeartbeat(spec.pool_paths, mailbox.post,
                                        lambda text: mailbox.post("", _Log(text)), wire.identity, MGMT_LOG)
         if spec.watchdog_state:
+            host = spec.host
+
+            def report(error: str) -> None:  # to the manager's status: its self-fence is not trusted
+                self.route(MGMT_LOG, WatchdogTrouble(host, error))
+
             self.watchdog = FileWatchdog(spec.watchdog_state, self.log,
-                                         key=wire.identity.local_key(WATCHDOG_KEY))
+                                         key=wire.identity.local_key(WATCHDOG_KEY), report=report)
         self.hv.open()
         self.pending_cells = msg.cells
         self.log(f"agent shell for {spec.host} booted on pid {os.getpid()}; waiting for {spec.libvirt_uri}")

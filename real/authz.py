@@ -31,6 +31,7 @@ from actors.messages import (
 from real.heartbeat import UntrustedRecord
 from real.keys import MANAGER, host_of
 from real.shell import Booted, Envelope, Nodes, Published
+from real.watchdog import WatchdogTrouble
 
 HOST_CAPABILITY = "neverstop.host"  # the capability a host's actor system joins under
 MGMT_LOG = "mgmt/log"  # the management shell's log device: hosts report what they refused
@@ -38,7 +39,7 @@ MGMT_LOG = "mgmt/log"  # the management shell's log device: hosts report what th
 # What a host's agent sends, and the field that must name the host sending it.
 _REPORTS: dict[type, str] = {
     Pong: "host", HostBooted: "host", CheckHostReply: "peer", OpReply: "host", GuestFailed: "host",
-    UntrustedRecord: "reporter",
+    UntrustedRecord: "reporter", WatchdogTrouble: "host",
 }
 _HOST_EVENTS = (ConfigPush,)  # what a host agent publishes
 # Thespian's own messages between a member's admin and the convention leader's.

@@ -254,7 +254,8 @@ def format_status(data: dict[str, Any]) -> str:
     def agent(h: dict[str, Any]) -> str:
         # Under Force, a host with no watchdog is one whose self-fence the manager never trusts.
         bare = force and h["agent"] == "up" and not h.get("watchdog", True)
-        return str(h["agent"]) + (", no watchdog" if bare else "")
+        failing = f", WATCHDOG PET FAILING: {h['watchdog_error']}" if h.get("watchdog_error") else ""
+        return str(h["agent"]) + (", no watchdog" if bare else "") + failing
 
     host_rows = [
         (h["name"], h["ip"] or "-", h["cluster"], h["status"] + (", maintenance" if h["maintenance"] else ""),

@@ -51,6 +51,7 @@ from real.heartbeat import UntrustedRecord
 from real.power import PowerController, make_controller
 from real.shell import MGMT, Boot, Booted, Nodes, NodeShell, Published
 from real.store import Store
+from real.watchdog import WatchdogTrouble
 from sim.units import UnitError, parse_duration
 
 LIBVIRT_CAPABILITY = "neverstop.libvirt"
@@ -106,6 +107,7 @@ class ManagementShell(NodeShell):
         self.host_status: dict[str, str] = {}
         self.agents: dict[str, str] = {}  # host -> "booting" | "up"
         self.watchdogs: dict[str, bool] = {}  # host -> its agent runs with a watchdog
+        self.watchdog_errors: dict[str, str] = {}  # host -> why its pets fail ("" when they work)
         self.host_ips: dict[str, str] = {}
         self.maintenance: set[str] = set()
         self.power: dict[str, PowerController] = {}
@@ -199,6 +201,10 @@ class ManagementShell(NodeShell):
             if isinstance(msg, UntrustedRecord):
                 self.log(f"heartbeat record of {msg.host} on pool {msg.pool} (read by {msg.reporter}) not "
                          f"trusted: {msg.reason}; it counts as no reading")
+            elif isinstance(msg, WatchdogTrouble):
+                self.watchdog_errors[msg.host] = msg.error
+                self.log(f"{msg.host}: watchdog pet failing ({msg.error}): its self-fence is not trusted"
+                         if msg.error else f"{msg.host}: watchdog petted again")
             return True
         if not to.startswith("bmc/"):
             return False
@@ -394,6 +400,7 @@ class ManagementShell(NodeShell):
             "name": h, "ip": self.host_ips.get(h, ""), "cluster": host_info[h].cluster,
             "status": self.host_status.get(h, "Connected"), "maintenance": h in self.maintenance,
             "agent": self.agents.get(h, "absent"), "watchdog": self.watchdogs.get(h, False),
+            "watchdog_error": self.watchdog_errors.get(h, ""),
         } for h in sorted(host_info)]
         assert self.store is not None
         store = {"path": self.store.path, "degraded": bool(self.store_error), "error": self.store_error,

@@ -11,11 +11,12 @@ a host only under that claim.
 
 Two halves, one small state file between them (on the host's /run, a tmpfs):
 
-- ``FileWatchdog`` is the agent's ``WatchdogPort``. ``pet(timeout_s)`` replaces the file
-  atomically with ``armed`` and a deadline in CLOCK_MONOTONIC seconds, which every
+- ``FileWatchdog`` is the agent's ``WatchdogPort``. ``pet(timeout_s)`` writes the file
+  with ``armed`` and a deadline in CLOCK_MONOTONIC seconds, which every
   process of the machine shares (``time.monotonic()``; the agent and the daemon must not
   sit in different time namespaces), plus the agent's pid, the timeout and the kernel's
-  boot id. ``disarm()`` writes ``disarmed``. A pet is one small write and a rename.
+  boot id. ``disarm()`` writes ``disarmed``. A pet is one small write in place, into
+  the file's reserved space: a /run that fills up cannot fail it.
 - ``WatchdogDaemon`` (``neverstop real watchdog``) is a separate long-running process
   per compute host. It polls the file. When an arming's deadline passes without a newer
   pet, it acts once for that arming: ``kill-guests`` SIGKILLs the qemu process of every
@@ -38,11 +39,13 @@ state it read (an arming stays an arming) and says so once. A file from an earli
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -58,6 +61,8 @@ WATCHDOG_KEY = "watchdog"  # the label of the state file's MAC key (real.keys.Id
 STATES = (ARMED, DISARMED, FIRED)
 ACTIONS = ("kill-guests", "reboot")
 STATE_MAX_BYTES = 4096
+RECORD_BYTES = 1024  # the record, padded with spaces: the file's fixed size, written in place
+TORN_READ_RETRY_S = 0.002
 DEFAULT_POLL_S = 0.25
 SURVIVOR_GRACE_S = 10.0  # a qemu still there this long after SIGKILL is stuck in the kernel
 SYNC_TIMEOUT_S = 2.0  # before a reset: a sync that hangs on dead storage must not stop it
@@ -69,6 +74,16 @@ Log = Callable[[str], None]
 
 class StateError(Exception):
     """The state file exists but cannot be read or parsed."""
+
+
+@dataclass(frozen=True)
+class WatchdogTrouble:
+    """From a host's agent shell to the management shell's log device: its watchdog's
+    state file cannot be written (``error``), or can again (``error`` empty). Shown in
+    ``real status``: the host's self-fence is not trusted meanwhile."""
+
+    host: str
+    error: str
 
 
 def boot_id() -> str:
@@ -124,7 +139,16 @@ def _mac(key: bytes, body: str) -> str:
 
 
 def read_state(path: str, key: bytes = b"") -> WatchdogRecord | None:
-    """The record in ``path``; None if there is no file; StateError if it is unusable."""
+    """The record in ``path``; None if there is no file; StateError if it is unusable.
+    A record that does not check is read once more: it may have been caught mid-write."""
+    try:
+        return _read_state(path, key)
+    except StateError:
+        time.sleep(TORN_READ_RETRY_S)
+        return _read_state(path, key)
+
+
+def _read_state(path: str, key: bytes) -> WatchdogRecord | None:
     try:
         with open(path, "rb") as f:
             data = f.read(STATE_MAX_BYTES + 1)
@@ -138,13 +162,47 @@ def read_state(path: str, key: bytes = b"") -> WatchdogRecord | None:
 
 
 def write_state(path: str, record: WatchdogRecord, key: bytes = b"") -> None:
-    """Replace ``path`` atomically: a reader sees the old record or the new one."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    """Write ``record`` in place, over the file's first RECORD_BYTES.
+
+    The file is made once, with its blocks allocated (``posix_fallocate``), and every
+    later write overwrites them: a full /run cannot fail a pet, and a healthy host is
+    never fenced for want of a few bytes. A reader that catches a write half done sees a
+    MAC that does not match (``read_state`` reads again once before it says so). Every
+    writer (agent and daemon) writes in place: a rename would orphan the other's file."""
+    data = record.encode(key)
+    assert len(data) <= RECORD_BYTES, len(data)
+    data += b" " * (RECORD_BYTES - len(data))
     try:
-        os.write(fd, record.encode(key))
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        _create_state(path, data)
+        return
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if os.pwrite(fd, data, 0) != len(data):
+            raise OSError(errno.EIO, "short write")
+        if st.st_size > RECORD_BYTES:
+            os.ftruncate(fd, RECORD_BYTES)  # a longer file (garbage) must not keep a tail
     finally:
         os.close(fd)
+
+
+def _create_state(path: str, data: bytes) -> None:
+    """Make the state file with its space reserved, whole or not at all."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, RECORD_BYTES)
+        if os.pwrite(fd, data, 0) != len(data):
+            raise OSError(errno.EIO, "short write")
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
     os.replace(tmp, path)
 
 
@@ -192,15 +250,20 @@ class FileWatchdog:
     """``actors.context.WatchdogPort`` on the state file the daemon watches.
 
     Called in the agent's actor thread every heartbeat interval, so it does the least it
-    can: one write and one rename on a tmpfs. A pet that cannot be written is logged;
-    the daemon then fires at the previous deadline, the safe way to fail.
+    can: one write in place on a tmpfs. The file is made (its space reserved) when the
+    agent starts, so that a /run that fills up later cannot fail a pet. A pet that
+    cannot be written all the same is logged, reported (``report``: the agent tells the
+    manager, which shows it in ``real status``) and not claimed in the heartbeat; the
+    daemon then fires at the previous deadline, the safe way to fail.
     """
 
     def __init__(self, path: str, log: Log | None = None, clock: Callable[[], float] = time.monotonic,
-                 daemon_check_s: float = DAEMON_CHECK_S, key: bytes = b"") -> None:
+                 daemon_check_s: float = DAEMON_CHECK_S, key: bytes = b"",
+                 report: Log | None = None) -> None:
         self.path = path
         self.key = key
         self.log = log or (lambda _text: None)
+        self.report = report or (lambda _error: None)  # the write error, "" once writes work again
         self.clock = clock
         self.pid = os.getpid()
         self.boot = boot_id()
@@ -210,6 +273,13 @@ class FileWatchdog:
         self._write_failed = False
         with contextlib.suppress(OSError):
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        if not os.path.lexists(path):
+            self._write(WatchdogRecord(DISARMED, 0.0, 0.0, self.pid, self.boot))  # reserve its space now
+
+    @property
+    def failing(self) -> bool:
+        """The last write failed."""
+        return self._write_failed
 
     def pet(self, timeout_s: float) -> bool:
         """Write the deadline; True only if it was written and a daemon was seen watching
@@ -230,12 +300,15 @@ class FileWatchdog:
             write_state(self.path, record, self.key)
         except OSError as err:
             if not self._write_failed:
-                self.log(f"watchdog: cannot write {self.path} ({err.strerror or err}); "
-                         f"the watchdog will act at its last deadline")
+                why = err.strerror or str(err)
+                self.log(f"watchdog: cannot write {self.path} ({why}); the heartbeat no longer claims "
+                         f"a fence, and the watchdog will act at its last deadline")
+                self.report(f"cannot write {self.path}: {why}")
             self._write_failed = True
             return
         if self._write_failed:
             self.log(f"watchdog: {self.path} written again")
+            self.report("")
         self._write_failed = False
 
     def _check_daemon(self) -> None:
@@ -409,6 +482,8 @@ class WatchdogDaemon:
         k = self.logic.known
         what = (f"agent {k.pid} did not pet within {k.timeout_s:g} s "
                 f"(deadline passed {now - k.deadline:.2f} s ago)")
+        if self.logic.trouble:  # said when it began; said again: this is why the arming stood
+            what += f"; the state file is unusable ({self.logic.trouble}), so its last readable arming counts"
         record = self.logic.mark_fired(now)
         if self.action == "reboot":
             self._write_fired(record)  # first: the reset leaves no time after it

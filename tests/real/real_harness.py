@@ -113,7 +113,8 @@ pidfile = "{dir}/power/{{host}}.pid"
 
 class LoopbackCluster:
     def __init__(self, workdir: Path, cluster_toml: str, shared_pools: tuple[str, ...] = (),
-                 watchdog: bool = False, hooks: bool = True, state_path: Path | None = None) -> None:
+                 watchdog: bool = False, hooks: bool = True, state_path: Path | None = None,
+                 watchdog_dir: Path | None = None) -> None:
         self.entry = "real.hooks" if hooks else "sim.cli"
         self.watchdog = watchdog  # agents pet <dir>/<host>.watchdog (no daemon watches it here)
         self.dir = workdir
@@ -125,6 +126,7 @@ class LoopbackCluster:
             mounts.append(f'{pool} = "{self.dir / pool}"')
         self.path = self.dir / "cluster.toml"
         self.state_path = state_path or self.dir / "state.db"
+        self.watchdog_dir = watchdog_dir or self.dir
         self.path.write_text(cluster_toml + REAL_TABLE.format(dir=self.dir, state=self.state_path,
                                                               mounts="\n".join(mounts)))
         self.cluster = load_cluster(self.path)
@@ -197,7 +199,7 @@ class LoopbackCluster:
         (self.dir / "power" / f"{host}.pid").write_text(pidfile_line(self.procs[host].pid))
 
     def watchdog_state(self, host: str) -> str:
-        return str(self.dir / f"{host}.watchdog")
+        return str(self.watchdog_dir / f"{host}.watchdog")
 
     def power_off(self, host: str) -> None:
         """Every process of the host dies at once (its test-driver guests with it)."""

@@ -181,15 +181,17 @@ def small_tmpfs(where: Path, size: str = "8m") -> Any:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
-def fill(directory: Path) -> Path:
-    """Write until the file system says it is full."""
-    filler = directory / "filler"
-    with open(filler, "wb") as f:
-        chunk = b"\0" * (1 << 16)
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(chunk)
-                f.flush()
+def fill(directory: Path, name: str = "filler") -> Path:
+    """Write until the file system says it is full, to the last page."""
+    filler = directory / name
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1 << 16, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size) == size:
+                    pass
+    finally:
+        os.close(fd)
     return filler
 
 
@@ -286,3 +288,70 @@ def test_a_locked_state_file_degrades_the_store_and_then_recovers(cluster: Loopb
     cluster.wait_for(lambda s: not s["store"]["degraded"], 10, "store writable again")
     cluster.cmd("maintenance", host="host-2", enter=True)
     cluster.cmd("maintenance", host="host-2", enter=False)
+
+
+# -- a full /run under the watchdog's state file --------------------------------------------------
+
+def test_a_full_watchdog_directory_kills_no_guest_of_a_healthy_agent(tmp_path: Path) -> None:
+    from test_watchdog import dummies, stop_daemon
+
+    from real.cli import format_status
+    from real.watchdog import daemon_pidfile
+
+    force = CLUSTER.replace('profile = "tuned"\n', 'profile = "tuned"\n\n[ha]\nstrategy = "Force"\n', 1)
+    with small_tmpfs(tmp_path / "run", size="1m") as run:
+        c = LoopbackCluster(tmp_path / "cluster", force, shared_pools=("nfs-1",), watchdog=True,
+                            watchdog_dir=run)
+        state = c.watchdog_state("host-1")
+        daemon = None
+
+        def armed_claimed() -> bool:
+            beat = c.heartbeat("nfs-1", "host-1")
+            return beat is not None and beat[1] is not None
+
+        def host_1(s: dict[str, Any]) -> dict[str, Any]:
+            return next(h for h in s["hosts"] if h["name"] == "host-1")
+
+        with dummies(tmp_path / "qemu", "vm-shared") as guests:  # stand-ins for host-1's qemu
+            try:
+                c.start()
+                daemon = subprocess.Popen(
+                    [sys.executable, "-m", "sim.cli", "real", "watchdog", "--state", state, "--action",
+                     "kill-guests", "--poll", "0.05", "--qemu-pid-dir", str(tmp_path / "qemu"),
+                     "--key", c.host_key("host-1")], stderr=subprocess.PIPE, text=True,
+                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                deadline = time.monotonic() + 20
+                while not (os.path.exists(daemon_pidfile(state)) and armed_claimed()):
+                    assert time.monotonic() < deadline and daemon.poll() is None, c.log("host-1")
+                    time.sleep(0.1)
+
+                filler = fill(run)
+                time.sleep(8)  # over twice the watchdog's 3 s timeout (tuned): pets go on in place
+                assert guests["vm-shared"].poll() is None, "the watchdog killed a guest of a healthy host"
+                assert armed_claimed() and host_1(c.status())["watchdog_error"] == ""
+                assert "cannot write" not in c.log("host-1")
+
+                # A pet that really cannot be written: the file is gone and the full disk has no
+                # room for a new one. The agent says so (log, status, heartbeat); the daemon says
+                # why before it acts on the last arming it could read.
+                os.unlink(state)
+                more = fill(run, "filler-2")  # the page the state file gave back
+                c.wait_for(lambda s: "cannot write" in host_1(s)["watchdog_error"], 10,
+                           "pet failure reported")
+                assert "WATCHDOG PET FAILING" in format_status(c.status())
+                deadline = time.monotonic() + 10
+                while armed_claimed():
+                    assert time.monotonic() < deadline, "the heartbeat still claims a fence"
+                    time.sleep(0.1)
+                guests["vm-shared"].wait(timeout=10)
+
+                filler.unlink()
+                more.unlink()
+                c.wait_for(lambda s: host_1(s)["watchdog_error"] == "", 10, "pets written again")
+            finally:
+                err = stop_daemon(daemon) if daemon is not None else ""
+                c.stop()
+    lines = err.splitlines()
+    unusable = next(i for i, x in enumerate(lines) if "state file unusable (the file is gone)" in x)
+    fired = next(i for i, x in enumerate(lines) if "FIRED" in x)
+    assert unusable < fired and "unusable" in lines[fired], err

@@ -25,6 +25,7 @@ from real.watchdog import (
     ARMED,
     DISARMED,
     FIRED,
+    RECORD_BYTES,
     WATCHDOG_KEY,
     FileWatchdog,
     StateError,
@@ -120,7 +121,8 @@ def test_file_watchdog_writes_armed_and_disarmed_atomically(tmp_path: Path) -> N
     path = str(tmp_path / "run" / "watchdog.state")
     clock = Clock(500.0)
     wd = FileWatchdog(path, clock=clock)
-    assert read_state(path) is None
+    made = read_state(path)  # made at once, its space reserved, disarmed
+    assert made is not None and made.state == DISARMED and os.path.getsize(path) == RECORD_BYTES
     wd.pet(15.0)
     rec = read_state(path)
     assert rec == WatchdogRecord(ARMED, 515.0, 15.0, os.getpid(), boot_id())
@@ -130,10 +132,11 @@ def test_file_watchdog_writes_armed_and_disarmed_atomically(tmp_path: Path) -> N
     wd.disarm()
     assert read_state(path) is not None and read_state(path).state == DISARMED  # type: ignore[union-attr]
     assert os.listdir(tmp_path / "run") == ["watchdog.state"]  # no temporary file left
+    assert os.path.getsize(path) == RECORD_BYTES  # written in place, never longer or shorter
 
 
 def test_file_watchdog_is_cheap(tmp_path: Path) -> None:
-    """Called in the agent's actor every heartbeat interval: a write and a rename."""
+    """Called in the agent's actor every heartbeat interval: one write in place."""
     wd = FileWatchdog(str(tmp_path / "watchdog.state"))
     t0 = time.perf_counter()
     for _ in range(200):
