@@ -133,6 +133,7 @@ class HaManager(Behaviour):
         self.home: dict[str, str] = {}
         self.by_home: dict[str, set[str]] = {h.name: set() for h in inventory.hosts}
         self.maintenance: set[str] = set(maintenance)
+        self.evacuating: dict[str, set[str]] = {}  # host in maintenance -> VMs asked to leave it
         # VMs no host could take, by what they wait for: their own host (local storage) or
         # room in their cluster (shared). A change wakes only the VMs it can help.
         self.waiting: dict[str, set[str]] = {}  # "host:NAME" or "cluster:NAME" -> vms
@@ -163,9 +164,19 @@ class HaManager(Behaviour):
             ctx.set_timer(ctx.random.uniform(0, self.config.ping_interval_s), _PingTick(name, 0))
             tracker.ping_epoch = 0
         ctx.set_timer(self.config.scan_interval_s, _ScanTick())
+        for host in sorted(self.maintenance):  # a restart finishes the evacuations under way
+            self._evacuate(ctx, host)
         push = ConfigPush(self.config)  # after a restart, hosts may hold an older config
         for name in sorted(self.hosts):
             ctx.send(host_addr(name), push)
+
+    def _evacuate(self, ctx: Context, host: str) -> None:
+        """Ask every VM homed on ``host`` to leave it; remembered, so that leaving
+        maintenance can withdraw the request from those that could not leave yet."""
+        vms = self.evacuating.setdefault(host, set())
+        for vm in sorted(self.by_home[host]):
+            vms.add(vm)
+            ctx.send(vm_addr(vm), Evacuate(host))
 
     def _set_home(self, vm: str, host: str) -> None:
         old = self.home.get(vm)
@@ -243,10 +254,11 @@ class HaManager(Behaviour):
         elif isinstance(msg, UserMaintenance):
             if msg.enter:
                 self.maintenance.add(msg.host)
-                for vm in sorted(self.by_home[msg.host]):
-                    ctx.send(vm_addr(vm), Evacuate(msg.host))
-            else:
+                self._evacuate(ctx, msg.host)
+            elif msg.host in self.maintenance:
                 self.maintenance.discard(msg.host)
+                for vm in sorted(self.evacuating.pop(msg.host, set())):
+                    ctx.send(vm_addr(vm), Evacuate(msg.host, cancel=True))  # one still under way stops
                 self._kick_waiting(ctx, msg.host)
         elif isinstance(msg, UserDetachNic):
             ctx.log(f"manager: {msg.vm} detached from {msg.network}: no HA action")

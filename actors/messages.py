@@ -284,9 +284,12 @@ class HostEvent:
 
 @dataclass(frozen=True)
 class Evacuate:
-    """The VM's host enters maintenance: migrate away (shared) or stop (local)."""
+    """The VM's host enters maintenance: migrate away (shared) or stop (local). The VM
+    keeps the request until it has left the host, however long the host is away;
+    ``cancel`` (the host left maintenance first) withdraws it."""
 
     host: str
+    cancel: bool = False
 
 
 @dataclass(frozen=True)

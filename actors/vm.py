@@ -122,6 +122,7 @@ class VmActor(Behaviour):
     def _set(self, ctx: Context, state: VmState) -> None:
         if state in STOP_DONE:
             self.stop_requested = False  # no copy runs: a user's stop has taken effect
+            self.evacuate_requested = False  # nor on the host being evacuated
         if state is not self.state:
             if (state in SCANNABLE) != (self.state in SCANNABLE):
                 ctx.send(MANAGER, Scannable(self.name, state in SCANNABLE))
@@ -238,7 +239,7 @@ class VmActor(Behaviour):
             self.host_down_cycle = False  # its host may be back: ask for a place first
             self._resume(ctx)
         elif isinstance(msg, Evacuate) and msg.host == self.host:
-            self.evacuate_requested = self.state is not VmState.STOPPED
+            self.evacuate_requested = self.state is not VmState.STOPPED and not msg.cancel
             self._follow_up(ctx)
 
     def _resume(self, ctx: Context) -> None:
@@ -262,7 +263,8 @@ class VmActor(Behaviour):
             self.evacuate_requested = False
             self._stop_guest(ctx)
         elif self.evacuate_requested:
-            self.evacuate_requested = False
+            # Kept until the VM has left the host (or a migration was answered "failed"):
+            # one that times out on an unreachable host is tried again once it is back.
             if self.vm.pool_shared:
                 req = self._begin(ctx, Op.PLACE_MIGRATE, None)
                 ctx.send(MANAGER, PlaceRequest(self.name, req, None, (self.host,)))
@@ -357,6 +359,7 @@ class VmActor(Behaviour):
             else:
                 self._unknown(ctx)
         elif op is Op.MIGRATE:
+            self.evacuate_requested = False  # answered: it left, or it stays after a failure
             if msg.ok:
                 ctx.send(MANAGER, Release(self.name, self.host))
                 self.host = self.migrate_dest

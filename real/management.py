@@ -138,10 +138,8 @@ class ManagementShell(NodeShell):
         self.ensure_mailbox()
         self.log(f"management shell: {len(inventory.hosts)} hosts, {len(inventory.vms)} VMs, "
                  f"profile {cluster.profile}, strategy {config.strategy.value}, state in {store.path}")
-        self.spawn(MANAGER, HaManager(inventory, config))
-        for name in sorted(maintenance):
-            self.maintenance.add(name)
-            self.route(MANAGER, UserMaintenance(name, True))
+        self.maintenance = set(maintenance)
+        self.spawn(MANAGER, HaManager(inventory, config, maintenance=maintenance))
         self.notifyOnSystemRegistrationChanges(True)
         return True
 

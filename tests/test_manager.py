@@ -582,6 +582,26 @@ def test_maintenance_evacuates_its_vms_and_placement_avoids_it() -> None:
     assert h.place("vm2", "h1").host == "h1"
 
 
+def test_leaving_maintenance_withdraws_the_evacuations_it_asked_for() -> None:
+    h = Harness(DEFAULT)
+    h.send(UserMaintenance("h1", enter=True))
+    h.ctx.take_sent(Evacuate)
+    assert h.place("vm1", None, exclude=("h1",)).host in ("h2", "h3")  # its home moves with it
+    h.send(UserMaintenance("h1", enter=False))
+    assert sorted((to, m) for to, m, _ in h.ctx.take_sent(Evacuate)) == [
+        ("vm/vm1", Evacuate("h1", cancel=True)), ("vm/vm2", Evacuate("h1", cancel=True))]
+    h.send(UserMaintenance("h1", enter=False))  # not in maintenance: nothing to withdraw
+    assert h.ctx.take_sent(Evacuate) == []
+
+
+def test_a_restarted_manager_finishes_the_evacuation_of_a_host_in_maintenance() -> None:
+    mgr = HaManager(inventory(), DEFAULT, maintenance=frozenset({"h1"}))
+    ctx = FakeContext(address="manager")
+    mgr.on_start(ctx)
+    assert [(to, m) for to, m, _ in ctx.take_sent(Evacuate)] == [
+        ("vm/vm1", Evacuate("h1")), ("vm/vm2", Evacuate("h1"))]
+
+
 def test_claim_accounts_for_a_vm_found_running() -> None:
     h = Harness(DEFAULT, capacity_inventory())
     h.send(Claim("d", "h1"))

@@ -530,6 +530,57 @@ def test_a_migration_the_source_forgot_is_looked_for_on_the_destination() -> Non
     assert ctx.take(PlaceRequest) == [] and ctx.take(StartVm) == []  # nothing restarted
 
 
+def test_an_evacuation_outlives_a_migration_that_timed_out_on_an_unreachable_host() -> None:
+    vm, ctx, move = migrating_to_h2()
+    ctx.advance(vm, MIGRATE_TIMEOUT_S)  # h1's agent is away: no answer
+    assert ctx.states()[-1] is UNKNOWN
+    drain(ctx)
+    vm.receive(ctx, HostEvent("h1", connected=True, gone_pools=(), all_gone=False))  # back
+    query = ctx.take_one(QueryVm, to="host/h1")
+    vm.receive(ctx, OpReply("h1", "vm1", query.req, True))
+    place = ctx.take_one(PlaceRequest, to="manager")  # found there: it leaves now
+    assert place.exclude == ("h1",)
+
+
+def test_leaving_maintenance_withdraws_an_evacuation_not_carried_out() -> None:
+    vm, ctx, move = migrating_to_h2()
+    ctx.advance(vm, MIGRATE_TIMEOUT_S)
+    vm.receive(ctx, Evacuate("h1", cancel=True))
+    drain(ctx)
+    vm.receive(ctx, HostEvent("h1", connected=True, gone_pools=(), all_gone=False))
+    query = ctx.take_one(QueryVm, to="host/h1")
+    vm.receive(ctx, OpReply("h1", "vm1", query.req, True))
+    assert ctx.take(PlaceRequest) == [] and vm.state is RUNNING and vm.host == "h1"
+
+
+def test_a_user_stop_outlives_a_stop_that_timed_out_and_a_start_withdraws_it() -> None:
+    vm, ctx = make()
+    settle(vm, ctx)
+    vm.receive(ctx, UserStopVm("vm1", no_restart=True))
+    ctx.take_one(StopVm, to="host/h1")
+    ctx.advance(vm, STOP_TIMEOUT_S)  # the agent is away
+    assert ctx.states()[-2:] == [STOPPING, UNKNOWN]
+    drain(ctx)
+    vm.receive(ctx, HostEvent("h1", connected=True, gone_pools=(), all_gone=False))
+    query = ctx.take_one(QueryVm, to="host/h1")
+    vm.receive(ctx, OpReply("h1", "vm1", query.req, True))
+    assert ctx.states()[-2:] == [RUNNING, STOPPING]  # found running: the stop is carried out
+    stop = ctx.take_one(StopVm, to="host/h1")
+    vm.receive(ctx, OpReply("h1", "vm1", stop.req, True))
+    assert ctx.states()[-1] is STOPPED and not vm.stop_requested
+
+    vm2, ctx2 = make()
+    settle(vm2, ctx2)
+    vm2.receive(ctx2, UserStopVm("vm1", no_restart=True))
+    ctx2.advance(vm2, STOP_TIMEOUT_S)
+    vm2.receive(ctx2, UserStartVm("vm1"))  # the user changed their mind meanwhile
+    drain(ctx2)
+    vm2.receive(ctx2, HostEvent("h1", connected=True, gone_pools=(), all_gone=False))
+    query = ctx2.take_one(QueryVm, to="host/h1")
+    vm2.receive(ctx2, OpReply("h1", "vm1", query.req, True))
+    assert ctx2.take(StopVm) == [] and vm2.state is RUNNING
+
+
 def test_evacuate_stops_a_local_vm() -> None:
     vm, ctx = make(vm=LOCAL)
     vm.receive(ctx, Evacuate("h1"))
