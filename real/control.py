@@ -193,6 +193,17 @@ class ControlServer:
             os.unlink(self.path)
 
 
+def read_reply(s: socket.socket) -> bytes:
+    """Read one reply line (or what came before the manager closed the connection)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def control(socket_path: str, cmd: str, args: dict[str, Any] | None = None,
             timeout_s: float = ASK_TIMEOUT_S + 5, key_path: str = DEFAULT_KEY) -> dict[str, Any]:
     """Send one command to a running manager; raises DaemonError if none answers."""
@@ -208,12 +219,7 @@ def control(socket_path: str, cmd: str, args: dict[str, Any] | None = None,
     try:
         s.connect(socket_path)
         s.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_reply(s)
     except OSError as err:
         raise DaemonError(f"cannot reach the manager at {socket_path}: {err.strerror or err}") from None
     finally:

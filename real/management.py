@@ -126,7 +126,13 @@ class ManagementShell(NodeShell):
         for line in store.skipped:
             self.log(f"state file {store.path}: {line}")
         inventory, config, maintenance = restore(cluster.inventory, cluster.config, self.durable)
-        store.save_inventory(cluster.inventory)
+        try:
+            store.save_inventory(cluster.inventory)  # a record of what it ran with, for people
+        except (sqlite3.Error, OSError) as err:
+            self.store_error = f"{type(err).__name__}: {err}"
+            self.log(f"state file {store.path}: write failed at start ({self.store_error}); HA goes on, "
+                     f"commands are refused until it can be written")
+            self._arm_retry()
         self.inventory, self.config = inventory, config
         self.vm_names = {init.vm.name for init in inventory.vms}
         restored = Counter(init.state.value for init in inventory.vms)

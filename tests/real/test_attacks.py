@@ -29,6 +29,7 @@ from test_conformance import CLUSTER, view
 
 from actors.messages import HostEvent, OpReply, StopVm, VmViewChanged
 from actors.states import VmState
+from real.control import read_reply
 from real.heartbeat import encode_record, record_path
 from real.keys import Identity, keygen, load_key
 from real.management import Control
@@ -367,10 +368,5 @@ def raw_control(path: str, request: dict[str, Any]) -> str:
         s.settimeout(10)
         s.connect(path)
         s.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_reply(s)
     return str(json.loads(data).get("error", ""))

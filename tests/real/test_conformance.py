@@ -129,11 +129,16 @@ def simulate(case: Case) -> tuple[View, Seen]:
     extra = "".join(f"{k} = {toml_value(v)}\n" for k, v in case.args.items())
     text = (CLUSTER + f'\n[[event]]\nat = "{ACTION_AT_S}s"\naction = "{case.action}"\n'
             f'target = "{case.target}"\n{extra}')
-    result = run_scenario(parse_scenario(text, f"<{case.name}>"))
+    return run_and_watch(text, case.name, ACTION_AT_S)
+
+
+def run_and_watch(text: str, name: str, since_s: float) -> tuple[View, Seen]:
+    """Simulate ``text``: the final views, and the states each VM went through from ``since_s``."""
+    result = run_scenario(parse_scenario(text, f"<{name}>"))
     assert not result.violations, result.violations
     seen: Seen = {}
     for tr in result.transitions:
-        if tr.t >= ACTION_AT_S:
+        if tr.t >= since_s:
             seen.setdefault(tr.vm, []).append(tr.state)
     return {f.vm: (f.state, f.host) for f in result.final}, seen
 
@@ -235,13 +240,7 @@ def simulate_restart(case: RestartCase) -> tuple[View, Seen]:
         text += f'\n[[event]]\nat = "{at}s"\naction = "{action}"\n'
         text += f'target = "{target}"\n' if target else ""
         text += "".join(f"{k} = {toml_value(v)}\n" for k, v in args.items())
-    result = run_scenario(parse_scenario(text, f"<{case.name}>"))
-    assert not result.violations, result.violations
-    seen: Seen = {}
-    for tr in result.transitions:
-        if tr.t >= RESTART_AT_S:
-            seen.setdefault(tr.vm, []).append(tr.state)
-    return {f.vm: (f.state, f.host) for f in result.final}, seen
+    return run_and_watch(text, case.name, RESTART_AT_S)
 
 
 @pytest.mark.parametrize("case", RESTART_CASES, ids=[c.name.split(": ", 1)[1] for c in RESTART_CASES])

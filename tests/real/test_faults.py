@@ -22,7 +22,7 @@ import pytest
 from real_harness import LoopbackCluster, pids_with
 from test_conformance import CLUSTER, view
 
-from real.control import control
+from real.control import control, read_reply
 
 
 def run_cli(cluster: LoopbackCluster, *argv: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
@@ -135,12 +135,7 @@ def raw(path: str, data: bytes) -> dict[str, object]:
         s.connect(path)
         with contextlib.suppress(OSError):
             s.sendall(data)
-        got = b""
-        while not got.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            got += chunk
+        got = read_reply(s)
     reply: dict[str, object] = json.loads(got)
     return reply
 
@@ -265,6 +260,15 @@ def test_a_full_disk_under_the_state_file_loses_no_vm(tmp_path: Path) -> None:
             # new manager's agent shells, so it is then started there again)
             assert first["vm-shared"] == ("Unknown", "host-2"), first
             assert first["vm-local"] == ("Stopped", None), first
+
+            # a manager that starts on a full disk starts all the same, degraded
+            filler = fill(fs)
+            c.kill_manager()
+            c.start_manager()
+            c.wait_for(lambda s: s["store"]["degraded"] and moved(s), 60, "started degraded")
+            assert "write failed at start" in c.log("manager")
+            filler.unlink()
+            c.wait_for(lambda s: not s["store"]["degraded"], 10, "store writable after the start")
         finally:
             c.stop()
 
