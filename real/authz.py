@@ -30,7 +30,7 @@ from actors.messages import (
 )
 from real.heartbeat import UntrustedRecord
 from real.keys import MANAGER, host_of
-from real.shell import Booted, Envelope, Nodes, Published
+from real.shell import Batch, Booted, Envelope, Nodes, Published
 from real.watchdog import WatchdogTrouble
 
 HOST_CAPABILITY = "neverstop.host"  # the capability a host's actor system joins under
@@ -58,11 +58,16 @@ def admit(sender: str, receiver: str, msg: Any) -> str | None:
 
     while isinstance(msg, ForwardMessage):
         msg = msg.fwdMessage
-    if receiver == MANAGER:
-        return _to_manager(host, msg)
-    peer = host_of(receiver)
-    assert peer is not None, receiver
-    return _to_host(host, peer, msg)
+    peer = None if receiver == MANAGER else host_of(receiver)
+    assert receiver == MANAGER or peer is not None, receiver
+    if isinstance(msg, Batch) and not (isinstance(msg.envelopes, tuple)
+                                       and all(isinstance(e, Envelope) for e in msg.envelopes)):
+        return "a Batch of something other than envelopes"
+    for one in msg.envelopes if isinstance(msg, Batch) else (msg,):  # a batch: each, or none
+        refused = _to_manager(host, one) if peer is None else _to_host(host, peer, one)
+        if refused is not None:
+            return refused
+    return None
 
 
 def _name(msg: Any) -> str:
