@@ -31,6 +31,7 @@ from real.control import ASK_TIMEOUT_S, ControlGuard, ControlServer, DaemonError
 from real.keys import DEFAULT_KEY, Identity, KeyFile, KeyFileError, load_key
 from real.liveness import (
     PROBE_TIMEOUT_S,
+    SHELL_MISSES,
     DeadActorSystem,
     Liveness,
     StateLock,
@@ -182,10 +183,10 @@ def run_manager(cluster_path: str | None, listen: str, state: str | None, socket
             with open(ready_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
         sd_notify("READY=1")
-        liveness = Liveness({
-            "the management shell": lambda: bool(_ask(asys, shell, "ping", {}, PROBE_TIMEOUT_S)["ok"]),
+        liveness = Liveness({  # the admin first: while it does not answer, the shell is not asked
             "Thespian's admin": admin_probe(asys),
-        }, _log)
+            "the management shell": lambda: bool(_ask(asys, shell, "ping", {}, PROBE_TIMEOUT_S)["ok"]),
+        }, _log, patience={"the management shell": SHELL_MISSES})
         while not stopping():
             server.serve(lambda cmd, args: _ask(asys, shell, cmd, args))
             liveness.check()
@@ -243,7 +244,12 @@ def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, ad
     from thespian.actors import ActorSystem
 
     from real.authz import HOST_CAPABILITY
-    from real.management import ADDRESS_CAPABILITY, LIBVIRT_CAPABILITY, WATCHDOG_CAPABILITY
+    from real.management import (
+        ADDRESS_CAPABILITY,
+        INCARNATION_CAPABILITY,
+        LIBVIRT_CAPABILITY,
+        WATCHDOG_CAPABILITY,
+    )
     from real.thespian_env import bind_strictly
 
     busy = refuse_if_listening(ip, admin_port, "agent")
@@ -260,6 +266,7 @@ def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, ad
         LIBVIRT_CAPABILITY: libvirt_uri,
         ADDRESS_CAPABILITY: ip,
         WATCHDOG_CAPABILITY: watchdog_state or "",
+        INCARNATION_CAPABILITY: f"{os.getpid()}-{time.time_ns()}",
     }
     asys = ActorSystem("multiprocTCPBase", caps)
     _log(f"agent for {name} on {ip}:{admin_port}, joining the manager at {mgr[0]}:{mgr[1]}; "

@@ -25,6 +25,7 @@ from collections.abc import Callable
 PROBE_EVERY_S = 3.0
 PROBE_TIMEOUT_S = 3.0
 MISSES = 3  # a dead actor system is noticed within about MISSES * PROBE_EVERY_S
+SHELL_MISSES = 20  # a management shell busy for about 2 minutes is taken for dead
 
 
 class DeadActorSystem(Exception):
@@ -44,33 +45,43 @@ def sd_notify(state: str) -> bool:
 
 
 class Liveness:
-    """Probes the actor system now and then; raises DeadActorSystem when it is gone."""
+    """Probes the actor system now and then; raises DeadActorSystem when it is gone.
+
+    Each probe has its own patience (misses in a row): a dead Thespian admin is dead at
+    once, but the management shell of a large cluster can be busy for many seconds
+    (a thousand VM actors asking their hosts at once), and a busy shell must not get the
+    whole management node restarted. systemd's watchdog is fed every round: it watches
+    this loop; whether the actor system lives is decided here."""
 
     def __init__(self, probes: dict[str, Callable[[], bool]], log: Callable[[str], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 patience: dict[str, int] | None = None) -> None:
         self.probes = probes  # what -> True if it answered
+        self.patience = {what: (patience or {}).get(what, MISSES) for what in probes}
         self.log = log
         self.clock = clock
-        self.misses = 0
+        self.misses = dict.fromkeys(probes, 0)
         self.next_s = clock() + PROBE_EVERY_S
 
     def check(self) -> None:
-        """Probe if it is time; DeadActorSystem after MISSES failed rounds in a row."""
+        """Probe if it is time; DeadActorSystem once a probe's patience ran out."""
         if self.clock() < self.next_s:
             return
-        silent = [what for what, probe in self.probes.items() if not probe()]
+        for what, probe in self.probes.items():
+            if probe():
+                if self.misses[what]:
+                    self.log(f"{what} answers again")
+                self.misses[what] = 0
+                continue
+            self.misses[what] += 1
+            n, limit = self.misses[what], self.patience[what]
+            if n >= limit:
+                raise DeadActorSystem(f"{what} did not answer {n} probes in a row "
+                                      f"({PROBE_EVERY_S:g} s apart): exiting so that the daemon is restarted")
+            self.log(f"{what} did not answer a probe ({n} of {limit})")
+            break  # what comes after it depends on it: asked again next round
         self.next_s = self.clock() + PROBE_EVERY_S
-        if not silent:
-            if self.misses:
-                self.log("the actor system answers again")
-            self.misses = 0
-            sd_notify("WATCHDOG=1")
-            return
-        self.misses += 1
-        if self.misses >= MISSES:
-            raise DeadActorSystem(f"{', '.join(silent)} did not answer {self.misses} probes in a row "
-                                  f"({PROBE_EVERY_S:g} s apart): exiting so that the daemon is restarted")
-        self.log(f"{', '.join(silent)} did not answer a probe ({self.misses} of {MISSES})")
+        sd_notify("WATCHDOG=1")
 
 
 def admin_probe(asys: object) -> Callable[[], bool]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -57,9 +58,18 @@ from sim.units import UnitError, parse_duration
 LIBVIRT_CAPABILITY = "neverstop.libvirt"
 ADDRESS_CAPABILITY = "neverstop.address"
 WATCHDOG_CAPABILITY = "neverstop.watchdog"  # the agent's --watchdog-state ("" for none)
+INCARNATION_CAPABILITY = "neverstop.incarnation"  # new at every start of an agent daemon
 MANAGER_GLOBAL_NAME = "neverstop-manager"
 TRANSITIONS_KEPT = 1000  # recent VM state changes shown by the status (wall-clock times)
 STORE_RETRY_S = 2.0  # a failed store write is tried again this often
+PLACING_MAX = 8  # agent shells being placed at once
+AGENT_BOOT_TIMEOUT_S = 10.0  # a placement not booted by then is made again (its messages may be lost)
+RECONCILE_S = 5.0  # how often joining hosts are looked at again
+
+
+@dataclass(frozen=True)
+class _Reconcile:
+    """Wake-up payload: look again at hosts whose agent does not run (``_reconcile``)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,10 @@ class ManagementShell(NodeShell):
         self.vm_names: set[str] = set()
         self.host_status: dict[str, str] = {}
         self.agents: dict[str, str] = {}  # host -> "booting" | "up"
+        self.members: dict[str, str] = {}  # host -> the admin address it joined from
+        self.member_caps: dict[str, dict[str, Any]] = {}  # host -> the capabilities it joined with
+        self.to_place: list[str] = []  # hosts waiting for an agent shell, in join order
+        self.placing: dict[str, float] = {}  # host -> when its shell was placed (monotonic), until it boots
         self.watchdogs: dict[str, bool] = {}  # host -> its agent runs with a watchdog
         self.watchdog_errors: dict[str, str] = {}  # host -> why its pets fail ("" when they work)
         self.host_ips: dict[str, str] = {}
@@ -147,6 +161,7 @@ class ManagementShell(NodeShell):
         self.maintenance = set(maintenance)
         self.spawn(MANAGER, HaManager(inventory, config, maintenance=maintenance))
         self.notifyOnSystemRegistrationChanges(True)
+        self.wakeupAfter(timedelta(seconds=RECONCILE_S), payload=_Reconcile())
         return True
 
     # -- compute hosts joining ---------------------------------------------------------------------
@@ -169,18 +184,43 @@ class ManagementShell(NodeShell):
                         s.libvirt_refresh_s, s.run_dir, watchdog_state)
 
     def _host_joined(self, msg: Any) -> None:
+        """A host's actor system is in the convention (a first registration, or the full
+        member list that ``_reconcile`` asks for): queue an agent shell for it unless it
+        has one that runs, placed through the same admin."""
         caps = msg.remoteCapabilities or {}
         host = caps.get(HOST_CAPABILITY)
         if host is None:
             return
         assert self.inventory is not None
-        if host not in {h.name for h in self.inventory.hosts}:
+        if host not in self.host_ips:
             self.log(f"an actor system for unknown host {host!r} joined: ignored")
             return
         if not msg.remoteAdded:
             # Thespian's membership is no evidence of anything: HA judges by its own pings.
             self.log(f"convention: {host}'s actor system left or timed out (no HA action)")
             return
+        # The same daemon (address and incarnation) seen again is a re-sent member list; a
+        # restarted one (an agent on a fixed admin port comes back on the same address)
+        # needs a new agent shell.
+        member = f"{msg.remoteAdminAddress}#{caps.get(INCARNATION_CAPABILITY, '')}"
+        same = self.members.get(host) == member
+        if same and (self.agents.get(host) == "up" or host in self.placing or host in self.to_place):
+            return  # known: a re-sent member list, or it is being placed already
+        self.members[host] = member
+        self.member_caps[host] = dict(caps)
+        if host not in self.to_place:
+            self.to_place.append(host)
+        self._place_next()
+
+    def _place_next(self) -> None:
+        """Place queued agent shells, at most PLACING_MAX at once: a cluster that starts
+        all together must not time out its own placements (each is a process start and a
+        libvirt connection on the host), and the manager's cost per moment stays bounded."""
+        while self.to_place and len(self.placing) < PLACING_MAX:
+            self._place(self.to_place.pop(0))
+
+    def _place(self, host: str) -> None:
+        caps = self.member_caps[host]
         if not self.host_ips.get(host) and caps.get(ADDRESS_CAPABILITY):
             self.host_ips[host] = caps[ADDRESS_CAPABILITY]
         uri = caps.get(LIBVIRT_CAPABILITY, "qemu:///system")
@@ -189,6 +229,7 @@ class ManagementShell(NodeShell):
         addr = self.createActor(self.agent_shell, targetActorRequirements={HOST_CAPABILITY: host})
         self.nodes[host] = addr
         self.agents[host] = "booting"
+        self.placing[host] = time.monotonic()
         agent = HostAgent(host, self._shared_pools(host), self.config)
         self.send(addr, AgentBoot(node=host, cells=((host_addr(host), agent),), nodes=dict(self.nodes),
                                   seed=self.seed, spec=self._host_spec(host, uri, watchdog_state)))
@@ -197,6 +238,30 @@ class ManagementShell(NodeShell):
                 self.send(other_addr, Nodes({host: addr}))
         self.log(f"{host} joined: agent shell placed there (libvirt {uri}, "
                  f"watchdog {watchdog_state or 'none'})")
+
+    def _booted(self, host: str) -> None:
+        self.agents[host] = "up"
+        self.placing.pop(host, None)
+        self._place_next()
+
+    def _reconcile(self) -> None:
+        """Every RECONCILE_S: a placement that has not booted in AGENT_BOOT_TIMEOUT_S is
+        made again (its messages may have been lost; the older shell gives way to the
+        newer one on the host), and while any host has no agent that runs, Thespian is
+        asked for the convention's member list again: a registration whose notice was
+        lost (a transmit that timed out under load) is otherwise never seen again."""
+        now = time.monotonic()
+        for host, since in list(self.placing.items()):
+            if now - since > AGENT_BOOT_TIMEOUT_S:
+                self.log(f"{host}: its agent shell did not boot within {AGENT_BOOT_TIMEOUT_S:g} s: "
+                         "placing it again")
+                del self.placing[host]
+                self.to_place.append(host)
+        self._place_next()
+        if any(self.agents.get(h) != "up" for h in self.host_ips):
+            self.notifyOnSystemRegistrationChanges(False)
+            self.notifyOnSystemRegistrationChanges(True)  # the admin answers with every member
+        self.wakeupAfter(timedelta(seconds=RECONCILE_S), payload=_Reconcile())
 
     # -- devices: power controllers ----------------------------------------------------------------
 
@@ -259,7 +324,7 @@ class ManagementShell(NodeShell):
                 reply = ControlReply(False, str(err))
             self.send(sender, replace(reply, req=msg.req))
         elif isinstance(msg, Booted):
-            self.agents[msg.node] = "up"
+            self._booted(msg.node)
         elif isinstance(msg, ChildActorExited):
             for host, addr in list(self.nodes.items()):
                 if addr == msg.childAddress and host != MGMT:
@@ -302,7 +367,9 @@ class ManagementShell(NodeShell):
             self._flush()  # while degraded only the retry timer writes: no batch waits on a bad disk
 
     def on_wakeup(self, payload: Any) -> None:
-        if isinstance(payload, _StoreRetry):
+        if isinstance(payload, _Reconcile):
+            self._reconcile()
+        elif isinstance(payload, _StoreRetry):
             self.retry_armed = False
             if self.store is not None:
                 if self.store_error and not self.unsaved:
