@@ -71,7 +71,7 @@ notebooks: venv
 	$(BIN)/python notebooks/run.py
 
 # Benchmarks (about 3 minutes): every table printed with its command; docs/benchmarks.md rewritten.
-.PHONY: bench bench-wire
+.PHONY: bench bench-wire bench-real
 bench: venv
 	$(BIN)/python -m bench.run all --docs docs/benchmarks.md
 
@@ -79,6 +79,10 @@ bench: venv
 # plain and signed (about 6 minutes; the figures are in docs/real-mode.md, "The cost").
 bench-wire: venv
 	$(BIN)/python -m bench.wire
+
+# Real mode under load on loopback (about 10 minutes): 8, 32 and 64 hosts of 50 VMs.
+bench-real: venv
+	$(BIN)/python -m bench.real_load --hosts 8,32,64 --vms 50
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-timeline.png

@@ -173,22 +173,30 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_manager(args: argparse.Namespace) -> int:
     from real.cluster import ClusterError
     from real.daemon import DaemonError, run_manager
+    from real.liveness import DeadActorSystem
 
     try:
         return run_manager(args.config, args.listen, args.state, _socket(args), args.key, args.ready_file,
                            args.init_state)
     except (ClusterError, DaemonError) as err:
         raise UsageError(str(err)) from None
+    except DeadActorSystem as err:  # a machine's failure, not the user's: exit 1, to be restarted
+        print(f"neverstop: manager: {err}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from real.daemon import DaemonError, run_agent
+    from real.liveness import DeadActorSystem
 
     try:
         return run_agent(args.manager, args.name, args.libvirt, args.address, args.admin_port,
                          args.ready_file, args.watchdog_state, args.key)
     except DaemonError as err:
         raise UsageError(str(err)) from None
+    except DeadActorSystem as err:  # a machine's failure, not the user's: exit 1, to be restarted
+        print(f"neverstop: agent {args.name}: {err}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def cmd_watchdog(args: argparse.Namespace) -> int:

@@ -164,7 +164,6 @@ def run_manager(cluster_path: str | None, listen: str, state: str | None, socket
         os.close(lock.fd)
         raise DaemonError(str(err)) from None
     os.environ["THESPIAN_BASE_IPADDR"] = ip
-    from thespian.actors import ActorSystem
 
     from real.management import MANAGER_GLOBAL_NAME, ManagementShell, MgmtBoot
     from real.thespian_env import bind_strictly
@@ -172,7 +171,7 @@ def run_manager(cluster_path: str | None, listen: str, state: str | None, socket
     _secure(identity)
     bind_strictly()
     stopping = _stop_on_signals()
-    asys = ActorSystem("multiprocTCPBase", {"Admin Port": port, "neverstop.role": "manager"})
+    asys = start_actor_system({"Admin Port": port, "neverstop.role": "manager"})
     server = ControlServer(socket_path, ControlGuard(key.control_key()))  # after Thespian's forks
     try:
         shell = asys.createActor(_management_shell or ManagementShell, globalName=MANAGER_GLOBAL_NAME)
@@ -226,6 +225,19 @@ def _ask(asys: Any, shell: Any, cmd: str, args: dict[str, Any],
 # -- the agent -----------------------------------------------------------------------------------
 
 
+def start_actor_system(caps: dict[str, Any]) -> Any:
+    """Thespian's actor system, or a one-line DeadActorSystem: its admin process may fail
+    to come up (a machine too loaded to start it in Thespian's time), and the daemon then
+    exits 1 for systemd to start it again, rather than with a traceback."""
+    from thespian.actors import ActorSystem, InvalidActorAddress
+
+    try:
+        return ActorSystem("multiprocTCPBase", caps)
+    except InvalidActorAddress as err:
+        port = caps.get("Admin Port")
+        raise DeadActorSystem(f"Thespian's admin did not start on port {port} ({err})") from None
+
+
 def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, admin_port: int,
               ready_file: str | None = None, watchdog_state: str | None = None,
               key_path: str = DEFAULT_KEY) -> int:
@@ -241,7 +253,6 @@ def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, ad
                               "watchdog daemon first: it creates it)")
     ip = address or source_address_towards(mgr)
     os.environ["THESPIAN_BASE_IPADDR"] = ip
-    from thespian.actors import ActorSystem
 
     from real.authz import HOST_CAPABILITY
     from real.management import (
@@ -268,7 +279,7 @@ def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, ad
         WATCHDOG_CAPABILITY: watchdog_state or "",
         INCARNATION_CAPABILITY: f"{os.getpid()}-{time.time_ns()}",
     }
-    asys = ActorSystem("multiprocTCPBase", caps)
+    asys = start_actor_system(caps)
     _log(f"agent for {name} on {ip}:{admin_port}, joining the manager at {mgr[0]}:{mgr[1]}; "
          f"libvirt {libvirt_uri}; watchdog {watchdog_state or 'none'}; frames signed as {identity.name}")
     if ready_file:
