@@ -39,6 +39,11 @@ class HaConfig:
     # Not a ZStack key: the largest clock-rate error between any two nodes that the
     # fencing deadline must tolerate (0.02 = 2%).
     clock_drift_max: float = 0.02
+    # Not a ZStack key: a host that has not answered a ping since the manager started is
+    # "Booting", and its missed pings are not counted, for this long. A cluster that starts
+    # all at once (or a manager restarted beside hosts still booting) is not judged on the
+    # silence of agents that are still coming up; a host that never joins is judged after it.
+    host_join_grace_s: float = 60.0
     # Bumped by every change. A host writes the revision its self-fencer is armed under
     # into its heartbeat; the manager trusts a fence only under its own revision.
     revision: int = field(default=0, compare=False)
@@ -87,6 +92,7 @@ KEY_TO_FIELD: dict[str, str] = {
     "host.ping.maxFailure": "ping_max_failure",
     "host.ping.timeout": "ping_timeout_s",
     "ha.clockDrift.max": "clock_drift_max",
+    "ha.host.joinGrace": "host_join_grace_s",
 }
 
 DURATION_KEYS = frozenset(k for k, f in KEY_TO_FIELD.items() if f.endswith("_s"))

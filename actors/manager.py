@@ -105,10 +105,16 @@ class HostTracker:
     hb_read_t: dict[str, float] = field(default_factory=dict)  # latest read still showing it
     hb_armed: dict[str, int | None] = field(default_factory=dict)  # revision its fencer is armed under
     boot: str | None = None  # its current boot, from its last pong or boot announcement
+    joined: bool = False  # it has answered a ping since this manager started
+
+    def usable(self) -> bool:
+        """It may be given VMs and asked about its peers: connected, and heard since the
+        manager started (a host still booting has not said what its pools can do)."""
+        return self.connected and self.joined
 
     def status(self) -> str:
         if self.connected:
-            return "Connected"
+            return "Connected" if self.joined else "Booting"
         if self.all_gone:
             return "PoweredOff"
         if self.gone_pools:
@@ -144,6 +150,7 @@ class HaManager(Behaviour):
                                     if v.state in (VmState.STOPPED, VmState.UNKNOWN)}
         self.deleted_networks: set[tuple[str, str]] = set()
         self.next_req = 0
+        self.started_t = 0.0  # when this manager started: the join grace counts from it
 
     def _shared_pools(self, host: str) -> tuple[str, ...]:
         return tuple(p for p in self.hosts[host].pools if self.pools[p].shared)
@@ -159,10 +166,14 @@ class HaManager(Behaviour):
                 for host in (init.host, *init.also_on):
                     self.capacity.reserve(init.vm, host)
             ctx.spawn(vm_addr(init.vm.name), VmActor(init, self.config))
+        self.started_t = ctx.now()
         for name in sorted(self.hosts):
             tracker = self.trackers[name]
+            # An agent that starts announces itself (HostBooted) and is pinged at once; beside
+            # agents that already run (a restarted manager), the first pings are spread.
             ctx.set_timer(ctx.random.uniform(0, self.config.ping_interval_s), _PingTick(name, 0))
             tracker.ping_epoch = 0
+            self._publish(ctx, tracker, quiet=True)  # Booting until its first pong
         ctx.set_timer(self.config.scan_interval_s, _ScanTick())
         for host in sorted(self.maintenance):  # a restart finishes the evacuations under way
             self._evacuate(ctx, host)
@@ -277,7 +288,7 @@ class HaManager(Behaviour):
             owner = self.pools[vm.pool].host or ""
             if owner in self.maintenance:
                 reason, candidates = NoPlace.MAINTENANCE, []
-            elif not self.trackers[owner].connected:
+            elif not self.trackers[owner].usable():
                 reason, candidates = NoPlace.HOST_DOWN, []
             else:
                 candidates = [owner]
@@ -285,7 +296,7 @@ class HaManager(Behaviour):
             candidates = [
                 h for h in self.cluster_hosts[vm.cluster]
                 if h not in msg.exclude and h not in self.maintenance
-                and self.trackers[h].connected and vm.pool in self.trackers[h].pools_ok
+                and self.trackers[h].usable() and vm.pool in self.trackers[h].pools_ok
             ]
         host = choose_host(vm, self.capacity, candidates, msg.prefer)
         if host is None:
@@ -335,6 +346,11 @@ class HaManager(Behaviour):
         t.failures = 0
         t.pools_ok = msg.pools_ok
         t.boot = msg.boot
+        if not t.joined:
+            t.joined = True
+            if t.connected:
+                self._publish(ctx, t, quiet=True)
+                self._kick_waiting(ctx, t.name)  # VMs that found no usable host may go there now
         if msg.config_revision != self.config.revision:
             ctx.send(host_addr(msg.host), ConfigPush(self.config))  # the last push was lost
         if msg.guests_known:  # a hung hypervisor's list proves nothing
@@ -375,6 +391,9 @@ class HaManager(Behaviour):
         if msg.seq != t.ping_outstanding:
             return
         t.ping_outstanding = None
+        if not t.joined and ctx.now() - self.started_t < self.config.host_join_grace_s:
+            self._schedule_ping(ctx, t, PING_RETRY_S)  # still booting: its silence is not counted
+            return
         t.failures += 1
         t.confirms = 0
         if not t.connected:
@@ -391,9 +410,10 @@ class HaManager(Behaviour):
             self._broadcast(ctx, t)  # VM actors ask it what really runs
         self._schedule_ping(ctx, t, 0.0)
 
-    def _publish(self, ctx: Context, t: HostTracker) -> None:
+    def _publish(self, ctx: Context, t: HostTracker, quiet: bool = False) -> None:
         ctx.publish(HostViewChanged(t.name, t.status()))
-        ctx.log(f"manager: {t.name} is {t.status()}")
+        if not quiet:  # joining is routine; only verdicts are logged
+            ctx.log(f"manager: {t.name} is {t.status()}")
 
     def _broadcast(self, ctx: Context, t: HostTracker) -> None:
         event = HostEvent(t.name, t.connected, tuple(sorted(t.gone_pools)), t.all_gone)
@@ -446,7 +466,7 @@ class HaManager(Behaviour):
         if info.power_controller:
             ctx.send(bmc_addr(t.name), PowerQuery(t.name, t.check_req, MANAGER))
         peers = [h for h in self.cluster_hosts[info.cluster]
-                 if h != t.name and self.trackers[h].connected]
+                 if h != t.name and self.trackers[h].usable()]
         if len(peers) > PEERS_PER_CHECK:
             peers = sorted(ctx.random.sample(peers, PEERS_PER_CHECK))
         pools = self._shared_pools(t.name)

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.doc_sections import REAL_LOAD_SECTION, with_section
 from real.loopback import LoopbackCluster, cluster_toml, settled, summary
 
 Status = dict[str, Any]
@@ -68,7 +69,7 @@ def fmt(value: float | None, unit: str = " s") -> str:
 
 def measure(hosts: int, vms: int, pause_s: float, timeout_s: float, keep: bool) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"neverstop-load-{hosts}-"))
-    c = LoopbackCluster(work, cluster_toml(hosts, vms), shared_pools=("nfs-1",))
+    c = LoopbackCluster(work, cluster_toml(hosts, vms), shared_pools=("nfs-1",), join_jitter_s=None)
     row: dict[str, Any] = {"hosts": hosts, "vms": hosts * vms}
     try:
         t0 = time.monotonic()
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds to wait for each phase (default 300)")
     p.add_argument("--keep", action="store_true", help="keep each run's directory (logs) under /tmp")
+    p.add_argument("--docs", type=Path, metavar="MD",
+                   help="write the table into this report's real-mode section (docs/benchmarks.md)")
     args = p.parse_args(argv)
     try:
         sizes = [int(x) for x in args.hosts.split(",") if x.strip()]
@@ -155,12 +158,64 @@ def main(argv: list[str] | None = None) -> int:
     print(f"real mode on loopback: {args.vms} test-driver VMs per host, tuned profile, "
           f"{os.cpu_count()} cores", flush=True)
     rows = [measure(n, args.vms, args.pause, args.timeout, args.keep) for n in sizes]
+    table = "\n".join([HEAD, "|---" * (HEAD.count("|") - 1) + "|", *(table_row(r) for r in rows)])
+    limits = next_size(rows)
     print()
-    print(HEAD)
-    print("|---" * (HEAD.count("|") - 1) + "|")
-    for r in rows:
-        print(table_row(r))
+    print(table)
+    print()
+    print(limits)
+    if args.docs is not None:
+        try:
+            old = args.docs.read_text() if args.docs.exists() else "# Benchmarks\n"
+            body = DOC.format(date=time.strftime("%Y-%m-%d"), cores=os.cpu_count(), memory=machine_gib(),
+                              vms=args.vms, pause=f"{args.pause:g}", sizes=args.hosts, table=table,
+                              limits=limits)
+            args.docs.write_text(with_section(old, REAL_LOAD_SECTION, body))
+        except OSError as err:
+            print(f"neverstop: cannot write {args.docs}: {err.strerror}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.docs}")
     return 0
+
+
+DOC = """## Real mode under load
+
+One real manager and one real agent per host (`neverstop real manager|agent`, Thespian's
+multiprocTCPBase over loopback, every frame signed), libvirt `test://` guests ({vms} per host
+on one shared pool), the tuned profile, every process started at once; measured on
+{date} on this machine ({cores} cores, {memory:.0f} GiB) with
+`python -m bench.real_load --hosts {sizes} --vms {vms} --docs docs/benchmarks.md`
+(`make bench-real`). Agents join with their default jitter (`--join-jitter`, 3 s).
+RSS is summed over a daemon's processes (shared pages counted in each), CPU is user + system
+seconds since the daemon started. "{pause} s pause" stops every process of every agent
+(SIGSTOP, what a management-network outage looks like to the manager) and resumes them;
+"VMs started" counts starts during that outage and after it (0: the guests never died).
+
+{table}
+
+{limits}
+"""
+
+
+def machine_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def next_size(rows: list[dict[str, Any]]) -> str:
+    """What the largest measured size says about twice its size, from its own figures."""
+    done = [r for r in rows if r.get("status_s") is not None]
+    if not done:
+        return "No size settled: see the logs (`--keep`)."
+    r = max(done, key=lambda r: r["hosts"])
+    n = 2 * r["hosts"]
+    memory_gib = (r["manager_mib"] * 2 + n * r["agent_mib"]) / 1024
+    cpu_s = n * r["agent_cpu_s"] / (os.cpu_count() or 1)
+    return (f"What limits {n} hosts on this machine: {n} agents of {r['agent_procs']:.0f} processes "
+            f"and about {r['agent_mib']:.0f} MiB each (RSS, shared pages counted in each process) "
+            f"would ask about {memory_gib:.0f} GiB of the {machine_gib():.0f} GiB, and their start "
+            f"alone about {cpu_s:.0f} s of the {os.cpu_count()} cores; on real hosts each agent "
+            "has its own machine, and the manager's share is the figure to watch "
+            f"({r['manager_mib']:.0f} MiB and {r['manager_cpu_s']:.0f} CPU-s for {r['hosts']} hosts).")
 
 
 if __name__ == "__main__":

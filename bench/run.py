@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import linecache
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from bench import overhead
 from bench.ab import AB_DURATION_S, AB_HOSTS, AB_ROUNDS, RevisionError, compare
+from bench.doc_sections import REAL_LOAD_SECTION, section
 from bench.measure import Measurement, run_child
 from bench.workload import REFERENCE_HOSTS
 
@@ -423,6 +425,10 @@ NOTES = """## Reading the figures
 def write_docs(path: Path, sections: Sequence[Section], machine_lines: Sequence[str]) -> None:
     text = (INTRO + "\n" + "\n".join(machine_lines) + "\n\n" + "\n\n".join(s.markdown() for s in sections)
             + "\n\n" + NOTES)
+    with contextlib.suppress(FileNotFoundError):  # the real-mode table is make bench-real's
+        kept = section(path.read_text(), REAL_LOAD_SECTION)
+        if kept is not None:
+            text = text.rstrip("\n") + "\n\n" + kept
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
 

@@ -26,6 +26,8 @@ def _socket(args: argparse.Namespace) -> str:
 
 
 def register(groups: Any) -> None:
+    from real.daemon import DEFAULT_JOIN_JITTER_S
+
     real = groups.add_parser("real", help="run HA on real KVM hosts (Thespian + libvirt)",
                              description="Real mode: the same actors on Thespian and libvirt.")
     sub = real.add_subparsers(dest="command", required=True, parser_class=type(real))
@@ -74,6 +76,10 @@ def register(groups: Any) -> None:
                    help="the state file of this host's watchdog daemon (neverstop real watchdog --state): "
                    "the agent pets it while self-fencing is on. Without it, under Force the manager never "
                    "trusts this host's self-fencing")
+    a.add_argument("--join-jitter", type=float, default=DEFAULT_JOIN_JITTER_S, metavar="SECONDS",
+                   help="wait a random 0..SECONDS before joining, so that hosts that boot together "
+                   f"do not all join at once ({DEFAULT_JOIN_JITTER_S:g}; the manager's ha.host.joinGrace "
+                   "covers the wait)")
     a.add_argument("--ready-file", metavar="PATH", help=argparse.SUPPRESS)
     _key_option(a, "this host's key (or the cluster key)")
     a.set_defaults(func=cmd_agent)
@@ -191,7 +197,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     try:
         return run_agent(args.manager, args.name, args.libvirt, args.address, args.admin_port,
-                         args.ready_file, args.watchdog_state, args.key)
+                         args.ready_file, args.watchdog_state, args.key, args.join_jitter)
     except DaemonError as err:
         raise UsageError(str(err)) from None
     except DeadActorSystem as err:  # a machine's failure, not the user's: exit 1, to be restarted
@@ -272,6 +278,10 @@ def format_status(data: dict[str, Any]) -> str:
     ]
     store = data.get("store") or {}
     lines = []
+    booting = sum(1 for h in data["hosts"] if h["status"] == "Booting")
+    if booting:
+        lines += [f"  {booting} host(s) Booting: not judged until their agent answers, for at most "
+                  f"{data.get('join_grace_s', 0):g} s after the manager started (ha.host.joinGrace)", ""]
     if store.get("degraded"):
         lines += [f"  Store DEGRADED: {store.get('path')}: {store.get('error')}; {store.get('unsaved', 0)} "
                   "changes kept in memory and retried; durable commands are refused until it can be written",

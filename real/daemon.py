@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import signal
 import socket
 import sys
@@ -48,7 +49,8 @@ DEFAULT_SOCKET = "/run/neverstop/manager.sock"
 DEFAULT_LOGS = "/var/log/neverstop"  # systemd's LogsDirectory=neverstop sets $LOGS_DIRECTORY to it
 ANY_ADDRESS = ("", "0.0.0.0", "::", "*")
 DEFAULT_PORT = 1900
-REJOIN_S = 5.0  # an agent re-registers with the convention leader this often
+REJOIN_S = 5.0  # an agent re-registers with the convention leader this often (jittered +-50%)
+DEFAULT_JOIN_JITTER_S = 3.0  # an agent waits up to this long before it joins (--join-jitter)
 REJOIN_CAPABILITY = "neverstop.rejoin"
 MANAGER_UNREACHABLE_LOG_S = 60.0  # an agent that cannot reach the manager says so this often
 
@@ -238,9 +240,15 @@ def start_actor_system(caps: dict[str, Any]) -> Any:
         raise DeadActorSystem(f"Thespian's admin did not start on port {port} ({err})") from None
 
 
+def _jittered(period_s: float) -> float:
+    """``period_s`` +-50%: agents started together (a power restore, a resumed network)
+    do not re-register with the manager in lockstep."""
+    return period_s * random.uniform(0.5, 1.5)
+
+
 def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, admin_port: int,
               ready_file: str | None = None, watchdog_state: str | None = None,
-              key_path: str = DEFAULT_KEY) -> int:
+              key_path: str = DEFAULT_KEY, join_jitter_s: float = DEFAULT_JOIN_JITTER_S) -> int:
     mgr = split_addr(manager, flag="--manager")
     _refuse_any_address(mgr[0], "--manager")
     if address is not None:
@@ -266,6 +274,11 @@ def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, ad
     busy = refuse_if_listening(ip, admin_port, "agent")
     if busy:
         raise DaemonError(f"--admin-port {busy}")
+    if not 0 <= join_jitter_s <= 600:
+        raise DaemonError(f"--join-jitter {join_jitter_s:g}: must be 0-600 seconds")
+    # Hosts that boot together (a rack after a power cut) spread their joins: the manager
+    # places their agent shells a few at a time anyway, and its join grace covers the wait.
+    time.sleep(random.uniform(0, join_jitter_s))
     _secure(identity)
     bind_strictly()
 
@@ -286,7 +299,7 @@ def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, ad
         with open(ready_file, "w") as f:
             f.write(f"{os.getpid()}\n")
     rejoins = 0
-    next_rejoin = time.monotonic() + REJOIN_S
+    next_rejoin = time.monotonic() + _jittered(REJOIN_S)
     next_reach = time.monotonic()
     sd_notify("READY=1")
     liveness = Liveness({"Thespian's admin": admin_probe(asys)}, _log)
@@ -299,7 +312,7 @@ def run_agent(manager: str, name: str, libvirt_uri: str, address: str | None, ad
                 # this host this way); the value only has to change.
                 rejoins += 1
                 asys.updateCapability(REJOIN_CAPABILITY, rejoins)
-                next_rejoin = now + REJOIN_S
+                next_rejoin = now + _jittered(REJOIN_S)
             if now >= next_reach:  # once a minute at most, the manager not answering is news
                 why = connect_error(*mgr)
                 next_reach = now + (MANAGER_UNREACHABLE_LOG_S if why else REJOIN_S)

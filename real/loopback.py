@@ -134,9 +134,10 @@ def summary(s: dict[str, Any]) -> str:
 class LoopbackCluster:
     def __init__(self, workdir: Path, cluster_toml: str, shared_pools: tuple[str, ...] = (),
                  watchdog: bool = False, hooks: bool = True, state_path: Path | None = None,
-                 watchdog_dir: Path | None = None) -> None:
+                 watchdog_dir: Path | None = None, join_jitter_s: float | None = 0.0) -> None:
         self.entry = "real.hooks" if hooks else "sim.cli"
         self.watchdog = watchdog  # agents pet <dir>/<host>.watchdog (no daemon watches it here)
+        self.join_jitter_s = join_jitter_s  # None: the agent's own default (the load benchmark)
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "power").mkdir(exist_ok=True)
@@ -215,7 +216,9 @@ class LoopbackCluster:
         self._spawn(host, ["real", "agent", "--manager", f"127.0.0.1:{self.base}", "--name", host,
                            "--libvirt", f"test://{self.dir}/{host}.xml", "--address", "127.0.0.1",
                            "--admin-port", str(self.ports[host]), "--key", self.host_key(host),
-                           *(["--watchdog-state", self.watchdog_state(host)] if self.watchdog else [])])
+                           *(["--watchdog-state", self.watchdog_state(host)] if self.watchdog else []),
+                           *([] if self.join_jitter_s is None
+                             else ["--join-jitter", str(self.join_jitter_s)])])
         (self.dir / "power" / f"{host}.pid").write_text(pidfile_line(self.procs[host].pid))
 
     def watchdog_state(self, host: str) -> str:

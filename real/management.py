@@ -258,7 +258,7 @@ class ManagementShell(NodeShell):
                 del self.placing[host]
                 self.to_place.append(host)
         self._place_next()
-        if any(self.agents.get(h) != "up" for h in self.host_ips):
+        if any(self._agent_state(h) != "up" for h in self.host_ips):
             self.notifyOnSystemRegistrationChanges(False)
             self.notifyOnSystemRegistrationChanges(True)  # the admin answers with every member
         self.wakeupAfter(timedelta(seconds=RECONCILE_S), payload=_Reconcile())
@@ -469,15 +469,23 @@ class ManagementShell(NodeShell):
             })
         hosts = [{
             "name": h, "ip": self.host_ips.get(h, ""), "cluster": host_info[h].cluster,
-            "status": self.host_status.get(h, "Connected"), "maintenance": h in self.maintenance,
-            "agent": self.agents.get(h, "absent"), "watchdog": self.watchdogs.get(h, False),
+            "status": self.host_status.get(h, "Booting"), "maintenance": h in self.maintenance,
+            "agent": self._agent_state(h), "watchdog": self.watchdogs.get(h, False),
             "watchdog_error": self.watchdog_errors.get(h, ""),
         } for h in sorted(host_info)]
         assert self.store is not None
         store = {"path": self.store.path, "degraded": bool(self.store_error), "error": self.store_error,
                  "unsaved": len(self.unsaved)}
         return {"vms": vms, "hosts": hosts, "config": self.config.as_keys(), "store": store,
-                "transitions": list(self.transitions)}
+                "transitions": list(self.transitions), "join_grace_s": self.config.host_join_grace_s}
+
+    def _agent_state(self, host: str) -> str:
+        """"absent" (never joined), "booting" (placed, not booted yet), "up" (booted and
+        answering pings), or "unreachable" (booted once; the manager's pings go unanswered)."""
+        state = self.agents.get(host, "absent")
+        if state == "up" and self.host_status.get(host, "Booting") not in ("Connected", "Booting"):
+            return "unreachable"
+        return state
 
 
 class StoreUnavailable(Exception):

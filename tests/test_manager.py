@@ -82,7 +82,7 @@ class Harness(Behaviour):
     check requests are answered by ``checks`` (peer, request) -> reply or None. Timers are
     delivered through the harness, so ``on_msg`` sees every message."""
 
-    def __init__(self, config: HaConfig, inv: Inventory | None = None) -> None:
+    def __init__(self, config: HaConfig, inv: Inventory | None = None, join: bool = True) -> None:
         self.config = config
         self.inv = inv or inventory()
         self.mgr = HaManager(self.inv, config)
@@ -97,6 +97,13 @@ class Harness(Behaviour):
         self.checks: CheckAnswer | None = None
         self.on_msg: Callable[[object], None] | None = None
         self.pings: dict[str, int] = {}
+        if join:  # every host's agent announces itself, as a starting agent does
+            for h in self.inv.hosts:
+                self.send(HostBooted(h.name, "boot-1"))
+            self.run(self.ctx.clock + config.ping_timeout_s)  # the answered pings' timeouts pass
+            assert all(t.joined for t in self.mgr.trackers.values())
+            self.pings.clear()
+            self.ctx.sent.clear()
 
     def receive(self, ctx: Context, msg: object) -> None:
         self.mgr.receive(ctx, msg)
@@ -137,7 +144,11 @@ class Harness(Behaviour):
             self.run(due[0])
 
     def statuses(self, name: str) -> list[str]:
-        return [e.status for e in self.ctx.published if isinstance(e, HostViewChanged) and e.host == name]
+        """The verdicts on ``name`` after it joined (its Booting -> Connected is left out)."""
+        seen = [e.status for e in self.ctx.published if isinstance(e, HostViewChanged) and e.host == name]
+        if seen[:1] == ["Booting"]:
+            seen = seen[2:] if seen[1:2] == ["Connected"] else seen[1:]
+        return seen
 
     def disconnect(self, name: str) -> None:
         before = self.statuses(name).count("Disconnected")
@@ -160,7 +171,7 @@ def host_events(ctx: FakeContext) -> list[tuple[str, HostEvent]]:
 
 
 def test_on_start_spawns_one_vm_actor_per_vm_and_schedules_pings_and_scans() -> None:
-    h = Harness(DEFAULT)
+    h = Harness(DEFAULT, join=False)
     assert [addr for addr, _ in h.ctx.spawned] == ["vm/vm1", "vm/vm2", "vm/vm3", "vm/vm4"]
     for (_, actor), init in zip(h.ctx.spawned, h.inv.vms, strict=True):
         assert isinstance(actor, VmActor)
@@ -210,6 +221,41 @@ def test_disconnected_only_after_ping_max_failure_timeouts_in_a_row(config: HaCo
     assert h.statuses("h1") == ["Disconnected"]
     assert h.pings["h1"] == config.ping_max_failure
     assert h.statuses("h2") == h.statuses("h3") == []
+
+
+@pytest.mark.parametrize("config", [DEFAULT, TUNED], ids=["default", "tuned"])
+def test_a_host_that_has_not_joined_is_booting_not_judged_for_the_join_grace(config: HaConfig) -> None:
+    """A manager that starts beside agents still booting neither disconnects their hosts
+    nor places VMs on them; a host that never joins is judged once the grace is over."""
+    h = Harness(config, join=False)
+    h.alive.discard("h1")
+    h.run(config.host_join_grace_s - 0.01)
+    published = [e.status for e in h.ctx.published if isinstance(e, HostViewChanged) and e.host == "h1"]
+    assert published == ["Booting"]
+    assert h.mgr.trackers["h1"].failures == 0 and h.mgr.trackers["h1"].connected
+    assert h.pings["h1"] >= 1  # asked (again a second after each timeout), the silence not counted
+    # h2 and h3 answered and are Connected; only they are offered a shared VM
+    assert h.place("vm4", "h1").host in ("h2", "h3")
+    h.send(Release("vm4", h.mgr.home["vm4"]))
+    assert h.place("vm2", "h1") == PlaceReply("vm2", 77, None, NoPlace.HOST_DOWN.value)
+    h.run_until(lambda: "Disconnected" in h.statuses("h1"))
+    assert h.ctx.clock >= config.host_join_grace_s
+    judged_s = config.ping_max_failure * (config.ping_timeout_s + 1.0) + 1  # pings after the grace
+    assert h.ctx.clock <= config.host_join_grace_s + judged_s
+
+
+def test_a_host_that_joins_late_wakes_the_vms_waiting_for_it() -> None:
+    h = Harness(TUNED, join=False)
+    h.alive.discard("h1")
+    h.run(5.0)
+    assert h.place("vm2", "h1").host is None  # local storage on h1, which has not answered yet
+    h.alive.add("h1")
+    h.send(HostBooted("h1", "boot-1"))
+    h.run(h.ctx.clock)
+    assert ("vm/vm2", Kick()) in [(to, m) for to, m, _ in h.ctx.sent]
+    assert h.place("vm2", "h1").host == "h1"
+    assert [e.status for e in h.ctx.published
+            if isinstance(e, HostViewChanged) and e.host == "h1"] == ["Booting", "Connected"]
 
 
 def test_a_pong_between_failures_resets_the_count() -> None:
@@ -711,7 +757,9 @@ def test_a_power_status_from_an_earlier_disconnection_is_ignored() -> None:
 
 def test_a_placement_names_the_host_boot_the_manager_last_heard_of() -> None:
     """Start orders carry it, so that a host that rebooted since refuses them."""
-    h = Harness(TUNED)
+    h = Harness(TUNED, join=False)
+    h.send(Pong("h3", 0, (), ("nfs",), TUNED.revision))  # an answer without a boot (an old agent)
+    h.mgr.trackers["h3"].joined = True
     assert h.place("vm4", "h3").boot is None  # nothing heard from h3 yet
     h.send(Release("vm4", "h3"))
     h.send(HostBooted("h3", "h3-boot-1"))

@@ -322,7 +322,8 @@ def judge(rng: Range, attacks: list[Attack], logs: bool = True) -> None:
     c = rng.cluster
     assert not list(rng.marker_dir.iterdir()), "a pickle ran code"
     assert view(c.status()) == rng.placement
-    assert all(h["agent"] == "up" for h in c.status()["hosts"])
+    # every agent up again (a paused one is unreachable until it answers enough pings)
+    c.wait_for(lambda s: all(h["agent"] == "up" for h in s["hosts"]), 30, "every agent up")
     for daemon, marker in rng.markers().items():
         assert set(rng.pids[daemon]) <= set(pids_with(marker)), f"a process of {daemon} is gone"
     assert store_rows(c) == rng.store
