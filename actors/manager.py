@@ -106,6 +106,8 @@ class HostTracker:
     hb_armed: dict[str, int | None] = field(default_factory=dict)  # revision its fencer is armed under
     boot: str | None = None  # its current boot, from its last pong or boot announcement
     joined: bool = False  # it has answered a ping since this manager started
+    grace_over: bool = False  # its power controller said off before it joined: judge it now
+    grace_power_t: float = -1e9  # when its power controller was last asked while it was Booting
 
     def usable(self) -> bool:
         """It may be given VMs and asked about its peers: connected, and heard since the
@@ -391,8 +393,14 @@ class HaManager(Behaviour):
         if msg.seq != t.ping_outstanding:
             return
         t.ping_outstanding = None
-        if not t.joined and ctx.now() - self.started_t < self.config.host_join_grace_s:
+        if self._booting(ctx, t):
             self._schedule_ping(ctx, t, PING_RETRY_S)  # still booting: its silence is not counted
+            if self.hosts[t.name].power_controller and \
+                    ctx.now() - t.grace_power_t >= self.config.host_check_interval_s:
+                # but a host that is off is not booting: its controller may say so at once
+                t.grace_power_t = ctx.now()
+                self.next_req += 1
+                ctx.send(bmc_addr(t.name), PowerQuery(t.name, self.next_req, MANAGER))
             return
         t.failures += 1
         t.confirms = 0
@@ -402,6 +410,11 @@ class HaManager(Behaviour):
             self._disconnect(ctx, t)
         else:
             self._schedule_ping(ctx, t, PING_RETRY_S)
+
+    def _booting(self, ctx: Context, t: HostTracker) -> bool:
+        """Not heard since this manager started, within the join grace, and not proven off."""
+        return (t.connected and not t.joined and not t.grace_over
+                and ctx.now() - self.started_t < self.config.host_join_grace_s)
 
     def _host_booted(self, ctx: Context, host: str) -> None:
         """A host (re)started its agent: its guests may be gone; look at once."""
@@ -524,6 +537,13 @@ class HaManager(Behaviour):
 
     def _power_status(self, ctx: Context, msg: PowerStatus) -> None:
         t = self.trackers[msg.host]
+        if not msg.powered_on and self._booting(ctx, t):
+            # Off, not booting: judged now. The check round that starts asks the controller
+            # again, and that answer, of this disconnection, is the proof.
+            ctx.log(f"manager: {t.name} has not joined and its power controller says off")
+            t.grace_over = True
+            self._disconnect(ctx, t)
+            return
         if msg.powered_on or t.connected or t.all_gone or msg.req < t.first_check_req:
             return  # an answer from an earlier disconnection says nothing about this one
         t.all_gone = True

@@ -244,6 +244,27 @@ def test_a_host_that_has_not_joined_is_booting_not_judged_for_the_join_grace(con
     assert h.ctx.clock <= config.host_join_grace_s + judged_s
 
 
+def test_a_host_that_has_not_joined_and_reads_off_is_judged_at_once() -> None:
+    """The join grace waits for agents that boot, not for hosts that are off: while a host
+    is Booting its power controller is asked, and "off" ends the grace for it."""
+    h = Harness(TUNED, inventory(power_h1=True), join=False)
+    h.alive.discard("h1")
+    h.run(3.0)
+    queries = h.ctx.take_sent(PowerQuery)
+    assert queries and all(to == "bmc/h1" for to, _, _ in queries)
+    h.send(PowerStatus("h1", queries[-1][1].req, powered_on=True))  # on: it may be booting
+    assert h.mgr.trackers["h1"].connected
+    h.run(h.ctx.clock + TUNED.host_check_interval_s + 1.0)
+    _, query, _ = h.ctx.take_sent(PowerQuery)[-1]
+    h.send(PowerStatus("h1", query.req, powered_on=False))
+    h.run(h.ctx.clock)
+    [(_, check_query, _)] = h.ctx.take_sent(PowerQuery)  # the check round asks again, at once
+    h.send(PowerStatus("h1", check_query.req, powered_on=False))
+    published = [e.status for e in h.ctx.published if isinstance(e, HostViewChanged) and e.host == "h1"]
+    assert published == ["Booting", "Disconnected", "PoweredOff"]
+    assert h.ctx.clock < TUNED.host_join_grace_s
+
+
 def test_a_host_that_joins_late_wakes_the_vms_waiting_for_it() -> None:
     h = Harness(TUNED, join=False)
     h.alive.discard("h1")
