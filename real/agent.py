@@ -146,6 +146,7 @@ class AgentShell(NodeShell):
                     self._say_watchdog(behaviour)
                 self.log(f"host agent started; guests running here: {sorted(self.hv.running())}")
                 if self.booter is not None:
+                    self.booted = True
                     self.send(self.booter, Booted(self.node))
             else:
                 self.wakeupAfter(timedelta(seconds=READY_POLL_S), payload=_ReadyPoll())

@@ -191,6 +191,10 @@ class LoopbackCluster:
                        if v.host == host and v.state.value == "Running"]
             node = "<node>" + "".join(domain_xml(vm, template) for vm in running) + "</node>"
             (self.dir / f"{host}.xml").write_text(node)
+        # Every host has power from the start: until its agent is spawned (start_agent), this
+        # process stands for it, so that a manager that asks first hears "on", as from a BMC.
+        for host in self.hosts:
+            (self.dir / "power" / f"{host}.pid").write_text(pidfile_line(os.getpid()))
         self.start_manager()
         for host in self.hosts:
             self.start_agent(host)

@@ -63,13 +63,28 @@ MANAGER_GLOBAL_NAME = "neverstop-manager"
 TRANSITIONS_KEPT = 1000  # recent VM state changes shown by the status (wall-clock times)
 STORE_RETRY_S = 2.0  # a failed store write is tried again this often
 PLACING_MAX = 8  # agent shells being placed at once
-AGENT_BOOT_TIMEOUT_S = 10.0  # a placement not booted by then is made again (its messages may be lost)
+BOOT_RESEND_S = 2.0  # a placed shell's boot message goes again this often until it answers:
+# Thespian gives up a transmit after 2 s, and one to a shell still being created waits for it
+AGENT_BOOT_TIMEOUT_S = 15.0  # a placement not booted by then is made again (the creation itself
+# may be lost); each new attempt for the same host waits twice as long, up to 8 times: a host too
+# busy to start a process in time is not helped by a second one
+NODES_FLUSH_S = 1.0  # new agent shells' addresses go out to the other nodes at most this often
 RECONCILE_S = 5.0  # how often joining hosts are looked at again
 
 
 @dataclass(frozen=True)
 class _Reconcile:
     """Wake-up payload: look again at hosts whose agent does not run (``_reconcile``)."""
+
+
+@dataclass(frozen=True)
+class _BootResend:
+    """Wake-up payload: send the boot message of every shell not booted yet again."""
+
+
+@dataclass(frozen=True)
+class _NodesFlush:
+    """Wake-up payload: tell every agent shell the addresses placed since the last flush."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,9 @@ class ManagementShell(NodeShell):
         self.member_caps: dict[str, dict[str, Any]] = {}  # host -> the capabilities it joined with
         self.to_place: list[str] = []  # hosts waiting for an agent shell, in join order
         self.placing: dict[str, float] = {}  # host -> when its shell was placed (monotonic), until it boots
+        self.attempts: dict[str, int] = {}  # host -> placements made since its shell last booted
+        self.boots: dict[str, tuple[Any, AgentBoot]] = {}  # host -> (shell, boot message) until it boots
+        self.nodes_news: dict[str, Any] = {}  # shells placed since the last _NodesFlush
         self.watchdogs: dict[str, bool] = {}  # host -> its agent runs with a watchdog
         self.watchdog_errors: dict[str, str] = {}  # host -> why its pets fail ("" when they work)
         self.host_ips: dict[str, str] = {}
@@ -230,19 +248,49 @@ class ManagementShell(NodeShell):
         self.nodes[host] = addr
         self.agents[host] = "booting"
         self.placing[host] = time.monotonic()
+        self.attempts[host] = self.attempts.get(host, 0) + 1
         agent = HostAgent(host, self._shared_pools(host), self.config)
-        self.send(addr, AgentBoot(node=host, cells=((host_addr(host), agent),), nodes=dict(self.nodes),
-                                  seed=self.seed, spec=self._host_spec(host, uri, watchdog_state)))
-        for other, other_addr in self.nodes.items():
-            if other not in (MGMT, host):
-                self.send(other_addr, Nodes({host: addr}))
+        boot = AgentBoot(node=host, cells=((host_addr(host), agent),), nodes=dict(self.nodes),
+                         seed=self.seed, spec=self._host_spec(host, uri, watchdog_state))
+        self.send(addr, boot)
+        if not self.boots:
+            self.wakeupAfter(timedelta(seconds=BOOT_RESEND_S), payload=_BootResend())
+        self.boots[host] = (addr, boot)
+        # The other shells learn of it with the next flush: one message per shell per second
+        # while a whole cluster joins, not one per shell per placement.
+        if not self.nodes_news:
+            self.wakeupAfter(timedelta(seconds=NODES_FLUSH_S), payload=_NodesFlush())
+        self.nodes_news[host] = addr
         self.log(f"{host} joined: agent shell placed there (libvirt {uri}, "
                  f"watchdog {watchdog_state or 'none'})")
 
     def _booted(self, host: str) -> None:
+        first = self.agents.get(host) != "up"
         self.agents[host] = "up"
         self.placing.pop(host, None)
+        self.attempts.pop(host, None)
+        self.boots.pop(host, None)
+        if first:  # the addresses placed since its boot message was made
+            self.send(self.nodes[host], Nodes({h: a for h, a in self.nodes.items() if h != host}))
         self._place_next()
+
+    def _resend_boots(self) -> None:
+        for addr, boot in self.boots.values():
+            self.send(addr, boot)
+        if self.boots:
+            self.wakeupAfter(timedelta(seconds=BOOT_RESEND_S), payload=_BootResend())
+
+    def _flush_nodes(self) -> None:
+        """News goes to booted shells; one still booting hears the whole table when it boots."""
+        news, self.nodes_news = self.nodes_news, {}
+        for node, addr in self.nodes.items():
+            if node != MGMT and self.agents.get(node) == "up":
+                told = {h: a for h, a in news.items() if h != node}
+                if told:
+                    self.send(addr, Nodes(told))
+
+    def _boot_timeout_s(self, host: str) -> float:
+        return AGENT_BOOT_TIMEOUT_S * 2 ** min(self.attempts.get(host, 1) - 1, 3)
 
     def _reconcile(self) -> None:
         """Every RECONCILE_S: a placement that has not booted in AGENT_BOOT_TIMEOUT_S is
@@ -252,10 +300,11 @@ class ManagementShell(NodeShell):
         lost (a transmit that timed out under load) is otherwise never seen again."""
         now = time.monotonic()
         for host, since in list(self.placing.items()):
-            if now - since > AGENT_BOOT_TIMEOUT_S:
-                self.log(f"{host}: its agent shell did not boot within {AGENT_BOOT_TIMEOUT_S:g} s: "
+            if now - since > self._boot_timeout_s(host):
+                self.log(f"{host}: its agent shell did not boot within {self._boot_timeout_s(host):g} s: "
                          "placing it again")
                 del self.placing[host]
+                self.boots.pop(host, None)
                 self.to_place.append(host)
         self._place_next()
         if any(self._agent_state(h) != "up" for h in self.host_ips):
@@ -369,6 +418,10 @@ class ManagementShell(NodeShell):
     def on_wakeup(self, payload: Any) -> None:
         if isinstance(payload, _Reconcile):
             self._reconcile()
+        elif isinstance(payload, _NodesFlush):
+            self._flush_nodes()
+        elif isinstance(payload, _BootResend):
+            self._resend_boots()
         elif isinstance(payload, _StoreRetry):
             self.retry_armed = False
             if self.store is not None:

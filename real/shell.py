@@ -207,7 +207,8 @@ class NodeShell(Actor):  # type: ignore[misc]
         self.seed: int | None = None
         self.continuing = False
         self.exiting = False
-        self.booter: Any = None
+        self.booter: Any = None  # who sent the Boot (once one came)
+        self.booted = False  # Booted was sent
         # (deadline, seq, cell, incarnation, msg): a timer set before a behaviour was
         # replaced carries the old incarnation and never reaches its successor.
         self.timers: list[tuple[float, int, Cell, int, object]] = []
@@ -255,8 +256,13 @@ class NodeShell(Actor):  # type: ignore[misc]
         elif isinstance(msg, _Continue):
             self.continuing = False
         elif isinstance(msg, Boot):
+            if self.booter is not None:  # a repeat: the manager sends it again until it hears Booted
+                if self.booted:
+                    self.send(sender, Booted(self.node))
+                return
             self.booter = sender
             if self.boot(msg):
+                self.booted = True
                 self.send(sender, Booted(self.node))
         elif isinstance(msg, Nodes):
             self.nodes.update(msg.nodes)
