@@ -37,7 +37,16 @@ SIM_COMMANDS: tuple[str, ...] = ("sim.cli_fuzz", "sim.cli_measure")
 GROUPS: tuple[str, ...] = ("real.cli",)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def named_group(argv: Sequence[str] | None) -> str | None:
+    """The command group a command line names (its first word), if any."""
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    return words[0] if words else None
+
+
+def build_parser(group: str | None = None) -> argparse.ArgumentParser:
+    """Every command, or with ``group`` only what that group needs: a daemon started as
+    ``neverstop real agent`` does not import the simulator's fuzzer and measurements (and
+    networkx with them) into each of its processes."""
     top = Parser(prog="neverstop", description="VM high availability (ZStack NeverStop) as actors: "
                  "simulate it, measure it, run it.")
     groups = top.add_subparsers(dest="group", required=True, parser_class=Parser)
@@ -64,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Parse and check scenario files; exit 0 when all are valid, 2 if not.")
     val.add_argument("files", nargs="+", metavar="FILE")
     val.set_defaults(func=cmd_validate)
-    for name in SIM_COMMANDS:
+    for name in SIM_COMMANDS if group in (None, "sim") else ():
         importlib.import_module(name).register(sub)
     for name in GROUPS:
         importlib.import_module(name).register(groups)
@@ -141,7 +150,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(named_group(argv)).parse_args(argv)
         code: int = args.func(args)
         return code
     except UsageError as err:
