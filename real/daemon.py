@@ -227,17 +227,27 @@ def _ask(asys: Any, shell: Any, cmd: str, args: dict[str, Any],
 # -- the agent -----------------------------------------------------------------------------------
 
 
+ADMIN_START_TRIES = 3  # Thespian's admin may answer too late on a loaded machine: ask again
+
+
 def start_actor_system(caps: dict[str, Any]) -> Any:
-    """Thespian's actor system, or a one-line DeadActorSystem: its admin process may fail
-    to come up (a machine too loaded to start it in Thespian's time), and the daemon then
-    exits 1 for systemd to start it again, rather than with a traceback."""
+    """Thespian's actor system, or a one-line DeadActorSystem. Its admin process may not
+    answer in Thespian's time on a loaded machine (64 agents starting on 2 cores); a second
+    call finds the admin that came up late (or starts one), and only after the last try
+    does the daemon exit 1, for systemd to start it again, rather than with a traceback."""
     from thespian.actors import ActorSystem, InvalidActorAddress
 
-    try:
-        return ActorSystem("multiprocTCPBase", caps)
-    except InvalidActorAddress as err:
-        port = caps.get("Admin Port")
-        raise DeadActorSystem(f"Thespian's admin did not start on port {port} ({err})") from None
+    port = caps.get("Admin Port")
+    for attempt in range(1, ADMIN_START_TRIES + 1):
+        try:
+            return ActorSystem("multiprocTCPBase", caps)
+        except InvalidActorAddress as err:
+            if attempt == ADMIN_START_TRIES:
+                raise DeadActorSystem(f"Thespian's admin did not start on port {port} ({err})") from None
+            _log(f"Thespian's admin on port {port} did not answer in time (try {attempt} of "
+                 f"{ADMIN_START_TRIES}): asking again")
+            time.sleep(attempt)
+    raise AssertionError("unreachable")
 
 
 def _jittered(period_s: float) -> float:

@@ -10,11 +10,13 @@
   externally reachable actors; its messages are unauthenticated pickles, so neverstop
   binds each socket to the management address given on the command line instead.
 
-- Transmits give up after 2 s (Thespian: 5 min) and up to 500 may be in flight (20): a
+- Transmits give up after 5 s (Thespian: 5 min) and up to 500 may be in flight (20): a
   host that cannot be reached must not hold up messages to every other host. Thespian
   keeps one queue per actor, so 20 messages stuck retrying towards a host whose link is
   down stalled the manager's pings to all hosts (seen in the lab). Delivery is not
-  guaranteed anyway; the behaviours resend what matters.
+  guaranteed anyway; the behaviours resend what matters. Not less than 5 s: the answer
+  that tells a creator where a new remote actor lives is a transmit too, and on a loaded
+  machine (64 agents starting on 2 cores) 2 s lost it, and with it the agent shell.
 
 ``real/__init__.py`` imports this module, so the environment is set before any module of
 ``real`` imports Thespian (Thespian reads it at import time).
@@ -31,7 +33,7 @@ REGISTRATION_MISS_MAX = "6"
 
 os.environ.setdefault("CONVENTION_REREGISTRATION_PERIOD", REREGISTRATION_PERIOD)
 os.environ.setdefault("CONVENTION_REGISTRATION_MISS_MAX", REGISTRATION_MISS_MAX)
-os.environ.setdefault("THESPIAN_TRANSMIT_TIMEOUT_PERIOD", "0:02")
+os.environ.setdefault("THESPIAN_TRANSMIT_TIMEOUT_PERIOD", "0:05")
 os.environ.setdefault("THESPIAN_MAX_PENDING_TRANSMITS", "500")
 
 _patched = False
