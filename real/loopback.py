@@ -182,7 +182,9 @@ class LoopbackCluster:
     def agent_marker(self, host: str) -> str:
         return f"--admin-port {self.ports[host]}"
 
-    def start(self, timeout_s: float = 40.0) -> None:
+    def start(self, timeout_s: float = 40.0, before_agents: Callable[[], None] | None = None) -> None:
+        """The manager, then every agent (``before_agents`` runs in between), until every
+        agent is up."""
         _LIVE.append(self)
         self.started = True
         template = self.cluster.settings.template()
@@ -196,6 +198,8 @@ class LoopbackCluster:
         for host in self.hosts:
             (self.dir / "power" / f"{host}.pid").write_text(pidfile_line(os.getpid()))
         self.start_manager()
+        if before_agents is not None:
+            before_agents()
         for host in self.hosts:
             self.start_agent(host)
         self.wait_for(lambda s: all(h["agent"] == "up" for h in s["hosts"]), timeout_s, "agents up")

@@ -16,6 +16,7 @@ from typing import Any
 
 from real_harness import LoopbackCluster
 
+from real.cli import format_status
 from real.loopback import cluster_toml, settled, summary
 
 HOSTS, VMS_PER_HOST, PAUSE_S = 16, 25, 15.0
@@ -23,8 +24,13 @@ HOSTS, VMS_PER_HOST, PAUSE_S = 16, 25, 15.0
 
 def test_sixteen_agents_paused_together_come_back_whole(tmp_path: Path) -> None:
     c = LoopbackCluster(tmp_path, cluster_toml(HOSTS, VMS_PER_HOST), shared_pools=("nfs-1",))
+    booting: dict[str, Any] = {}
     try:
-        c.start(timeout_s=120)
+        c.start(timeout_s=120, before_agents=lambda: booting.update(c.status()))
+        # before any agent joined: every host Booting, not judged, and the status says so
+        assert {(h["status"], h["agent"]) for h in booting["hosts"]} == {("Booting", "absent")}
+        assert booting["join_grace_s"] == 60.0
+        assert "16 host(s) Booting: not judged until their agent answers" in format_status(booting)
         c.wait_for(settled, 120, "every host Connected and every VM Running")
         before = {v["name"]: v["host"] for v in c.status()["vms"]}
         t_pause = time.time()
@@ -43,5 +49,10 @@ def test_sixteen_agents_paused_together_come_back_whole(tmp_path: Path) -> None:
         assert {v["name"]: v["host"] for v in status["vms"]} == before  # nothing moved
         started = [t for t in status["transitions"] if t[0] >= t_pause and t[2] in ("Starting", "Recovering")]
         assert started == [], started  # the guests never died: nothing may be started again
+
+        # a killed agent is not shown up: the manager's pings go unanswered
+        c.power_off("host-1")
+        c.wait_for(lambda s: next(h for h in s["hosts"] if h["name"] == "host-1")["agent"] == "unreachable",
+                   30, "a killed agent shown unreachable")
     finally:
         c.stop()
