@@ -6,7 +6,7 @@ libvirt's ``test://`` guests), the tuned profile, every process started together
     make bench-real                                 8, 32 and 64 hosts (about 10 minutes)
 
 For each size it prints: seconds from start until every host is up and Connected and every
-VM Running; ``real status`` latency; manager and per-agent memory (RSS, summed over each
+VM Running; ``real status`` latency; manager and per-agent memory (PSS, summed over each
 daemon's processes) and CPU seconds; after every agent is paused (SIGSTOP) for ``--pause``
 seconds and resumed, seconds until every host is Connected and every VM Running again, and
 how many VMs were started meanwhile (must be 0: the guests never died); a guest crash until
@@ -52,15 +52,19 @@ def until(c: LoopbackCluster, cond: Callable[[Status], bool],
     return None, last
 
 
-def rss_cpu(pids: list[int]) -> tuple[float, float]:
-    """MiB resident and CPU seconds, summed over ``pids``."""
-    rss = cpu = 0.0
+def pss_cpu(pids: list[int]) -> tuple[float, float]:
+    """MiB of memory (PSS: each shared page divided among the processes that share it, so
+    the sum over a daemon's forked processes is what they really take) and CPU seconds,
+    summed over ``pids``."""
+    pss = cpu = 0.0
     for pid in pids:
         with contextlib.suppress(OSError, ValueError, IndexError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             cpu += (int(fields[11]) + int(fields[12])) / TICK
-            rss += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
-    return rss, cpu
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1]) / 1024
+    return pss, cpu
 
 
 def fmt(value: float | None, unit: str = " s") -> str:
@@ -80,6 +84,7 @@ def measure(hosts: int, vms: int, pause_s: float, timeout_s: float, keep: bool) 
         print(f"  {hosts} hosts: started in {fmt(row['start_s'])} ({summary(last) if last else 'no status'})",
               flush=True)
         if up is None:
+            row["last"] = summary(last) if last else "no status"
             return row
         lat = []
         for _ in range(5):
@@ -87,9 +92,9 @@ def measure(hosts: int, vms: int, pause_s: float, timeout_s: float, keep: bool) 
             c.status()
             lat.append(time.monotonic() - t)
         row["status_s"] = statistics.median(lat)
-        mgr_rss, mgr_cpu = rss_cpu(c.manager_pids())
-        agents = [rss_cpu(c.agent_pids(h)) for h in c.hosts]
-        row["manager_mib"], row["manager_cpu_s"] = mgr_rss, mgr_cpu
+        mgr_pss, mgr_cpu = pss_cpu(c.manager_pids())
+        agents = [pss_cpu(c.agent_pids(h)) for h in c.hosts]
+        row["manager_mib"], row["manager_cpu_s"] = mgr_pss, mgr_cpu
         row["agent_mib"] = statistics.mean(a[0] for a in agents)
         row["agent_cpu_s"] = statistics.mean(a[1] for a in agents)
         row["agent_procs"] = statistics.mean(len(c.agent_pids(h)) for h in c.hosts)
@@ -124,7 +129,7 @@ def measure(hosts: int, vms: int, pause_s: float, timeout_s: float, keep: bool) 
             shutil.rmtree(work, ignore_errors=True)
 
 
-HEAD = ("| hosts | VMs | start, all Running | `real status` | manager RSS / CPU | per agent RSS / CPU "
+HEAD = ("| hosts | VMs | start, all Running | `real status` | manager PSS / CPU | per agent PSS / CPU "
         "(processes) | 15 s pause: whole again | VMs started | guest crash | agent killed |")
 
 
@@ -186,7 +191,7 @@ on one shared pool), the tuned profile, every process started at once; measured 
 {date} on this machine ({cores} cores, {memory:.0f} GiB) with
 `python -m bench.real_load --hosts {sizes} --vms {vms} --docs docs/benchmarks.md`
 (`make bench-real`). Agents join with their default jitter (`--join-jitter`, 3 s).
-RSS is summed over a daemon's processes (shared pages counted in each), CPU is user + system
+Memory is PSS summed over a daemon's processes (a shared page divided among its sharers), CPU is user + system
 seconds since the daemon started. "{pause} s pause" stops every process of every agent
 (SIGSTOP, what a management-network outage looks like to the manager) and resumes them;
 "VMs started" counts starts during that outage and after it (0: the guests never died).
@@ -202,21 +207,27 @@ def machine_gib() -> float:
 
 
 def next_size(rows: list[dict[str, Any]]) -> str:
-    """What the largest measured size says about twice its size, from its own figures."""
+    """What the sizes that did not settle showed, and what the largest that did says about
+    twice its size, from its own figures."""
+    lines = [f"{r['hosts']} hosts did not settle within the benchmark's deadline: at the end "
+             f"{r.get('last', 'no status')}." for r in rows if r.get("status_s") is None]
     done = [r for r in rows if r.get("status_s") is not None]
     if not done:
-        return "No size settled: see the logs (`--keep`)."
+        return "\n".join(lines + ["No size settled: see the logs (`--keep`)."])
     r = max(done, key=lambda r: r["hosts"])
     n = 2 * r["hosts"]
     memory_gib = (r["manager_mib"] * 2 + n * r["agent_mib"]) / 1024
     cpu_s = n * r["agent_cpu_s"] / (os.cpu_count() or 1)
-    return (f"What limits {n} hosts on this machine: {n} agents of {r['agent_procs']:.0f} processes "
-            f"and about {r['agent_mib']:.0f} MiB each (RSS, shared pages counted in each process) "
-            f"would ask about {memory_gib:.0f} GiB of the {machine_gib():.0f} GiB, and their start "
-            f"alone about {cpu_s:.0f} s of the {os.cpu_count()} cores; on real hosts each agent "
-            "has its own machine, and the manager's share is the figure to watch "
-            f"({r['manager_mib']:.0f} MiB and {r['manager_cpu_s']:.0f} CPU-s for {r['hosts']} hosts).")
-
+    lines.append(
+        f"What limits {n} hosts on one machine like this: not memory ({n} agents of "
+        f"{r['agent_procs']:.0f} processes and {r['agent_mib']:.0f} MiB each, and the manager, "
+        f"come to about {memory_gib:.0f} of its {machine_gib():.0f} GiB) but its {os.cpu_count()} cores: "
+        f"{n * r['agent_procs']:.0f} processes that start together (about {cpu_s:.0f} s of every core "
+        "for the agents alone), whose Thespian transmits and admins must still answer within "
+        "their timeouts. On real hosts each agent has a machine of its own; the manager's share "
+        f"is the figure to watch ({r['manager_mib']:.0f} MiB and {r['manager_cpu_s']:.0f} CPU-s "
+        f"for {r['hosts']} hosts).")
+    return "\n\n".join(lines)
 
 if __name__ == "__main__":
     sys.exit(main())
