@@ -40,15 +40,20 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def until(c: LoopbackCluster, cond: Callable[[Status], bool],
           timeout_s: float) -> tuple[float | None, Status]:
-    """Seconds until ``cond(status)``, or None (and the last status) after ``timeout_s``."""
+    """Seconds until ``cond(status)``, or None (and the last status that answered, with
+    ``_age_s``, how long before the deadline it did) after ``timeout_s``."""
     t0 = time.monotonic()
     last: Status = {}
+    last_t = t0
     while time.monotonic() - t0 < timeout_s:
         with contextlib.suppress(Exception):
             last = c.status()
+            last_t = time.monotonic()
             if cond(last):
-                return time.monotonic() - t0, last
+                return last_t - t0, last
         time.sleep(0.25)
+    if last:
+        last["_age_s"] = time.monotonic() - last_t
     return None, last
 
 
@@ -84,7 +89,8 @@ def measure(hosts: int, vms: int, pause_s: float, timeout_s: float, keep: bool) 
         print(f"  {hosts} hosts: started in {fmt(row['start_s'])} ({summary(last) if last else 'no status'})",
               flush=True)
         if up is None:
-            row["last"] = summary(last) if last else "no status"
+            row["last"] = (f"{summary(last)} in the last status that answered, "
+                           f"{last['_age_s']:.0f} s before the deadline") if last else "no status answered"
             return row
         lat = []
         for _ in range(5):
@@ -135,7 +141,7 @@ HEAD = ("| hosts | VMs | start, all Running | `real status` | manager PSS / CPU 
 
 def table_row(r: dict[str, Any]) -> str:
     if r.get("status_s") is None:
-        return f"| {r['hosts']} | {r['vms']} | {fmt(r.get('start_s'))} | | | | | | | |"
+        return f"| {r['hosts']} | {r['vms']:,} | {fmt(r.get('start_s'))} | | | | | | | |"
     return (f"| {r['hosts']} | {r['vms']:,} | {fmt(r['start_s'])} | {r['status_s'] * 1000:.0f} ms | "
             f"{r['manager_mib']:.0f} MiB / {r['manager_cpu_s']:.0f} s | {r['agent_mib']:.0f} MiB / "
             f"{r['agent_cpu_s']:.1f} s ({r['agent_procs']:.0f}) | {fmt(r['pause_back_s'])} | "
@@ -209,8 +215,8 @@ def machine_gib() -> float:
 def next_size(rows: list[dict[str, Any]]) -> str:
     """What the sizes that did not settle showed, and what the largest that did says about
     twice its size, from its own figures."""
-    lines = [f"{r['hosts']} hosts did not settle within the benchmark's deadline: at the end "
-             f"{r.get('last', 'no status')}." for r in rows if r.get("status_s") is None]
+    lines = [f"{r['hosts']} hosts did not settle within the benchmark's deadline: "
+             f"{r.get('last', 'no status answered')}." for r in rows if r.get("status_s") is None]
     done = [r for r in rows if r.get("status_s") is not None]
     if not done:
         return "\n".join(lines + ["No size settled: see the logs (`--keep`)."])

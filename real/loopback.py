@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -43,14 +44,24 @@ def _cleanup_all() -> None:
 atexit.register(_cleanup_all)
 
 
+def ephemeral_ports() -> range:
+    """The ports the kernel hands out to outgoing connections."""
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port_block(n: int) -> int:
-    """A base port with ``n`` consecutive free ports on 127.0.0.1."""
+    """A base port with ``n`` consecutive free ports on 127.0.0.1, below the ephemeral
+    range: hundreds of processes talking to each other take ephemeral ports for their
+    outgoing connections, and one of them on an agent's fixed admin port keeps that
+    agent's Thespian admin from starting (seen at 32 and 64 agents)."""
+    top = min(ephemeral_ports().start, 65000) - n
+    rng = random.Random()
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65000:
-            continue
+        base = rng.randrange(10000, max(10001, top))
         ok = True
         for p in range(base, base + n):
             with socket.socket() as s:
