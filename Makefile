@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml | deps
 	touch $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check actors sim real tests
+	$(BIN)/ruff check actors formats sim real neverstop tests bench
 	$(BIN)/mypy actors
 
 # The lab tests (real libvirtd and qemu guests in network namespaces, about 4.5 minutes) run

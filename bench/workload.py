@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from formats.spec import Scenario
 from sim.clustergen import generate_cluster, generate_faults, to_scenario
-from sim.spec import Scenario
 
 REFERENCE_HOSTS = 1000
 

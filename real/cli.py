@@ -1,6 +1,6 @@
 """``neverstop real ...`` (run and steer real mode) and ``neverstop lab ...`` (the lab).
 
-Registered by ``sim.cli`` through its ``GROUPS`` tuple. Exit codes as everywhere in
+Registered by the front door, ``neverstop.cli``. Exit codes as everywhere in
 neverstop: 0 good, 1 the command ran but failed, 2 bad input or nothing to talk to.
 """
 
@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from actors.config import KEY_TO_FIELD
-from sim.cli import EXIT_FAILED, EXIT_OK, UsageError
+from formats.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 DEFAULT_SOCKET_ENV = "NEVERSTOP_SOCKET"
 KEY_ENV = "NEVERSTOP_KEY"
@@ -255,7 +255,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def format_status(data: dict[str, Any]) -> str:
-    from sim.report import memory, table
+    from formats.table import memory, table
 
     vm_rows = [
         (v["name"], str(v["cpu"]), memory(v["memory_mib"]), v["ip"] or "-", v["host_ip"] or v["host"] or "-",

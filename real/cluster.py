@@ -1,7 +1,7 @@
 """The cluster file of real mode: a scenario file's cluster tables plus a ``[real]`` table.
 
 ``[[host]]``, ``[[storage]]``, ``[[vm]]``, ``[ha]`` and ``profile`` mean exactly what they
-mean in a scenario, and are checked by the same parser (``sim.scenario``), so a cluster
+mean in a scenario, and are checked by the same parser (``formats.scenario``), so a cluster
 that runs in the simulator runs on real hosts. ``name``, ``description`` and
 ``duration`` are optional here; ``[[event]]`` and ``[[expect]]`` are refused. What only
 real hosts need lives in ``[real]``::
@@ -38,10 +38,10 @@ from typing import Any
 
 from actors.config import HaConfig
 from actors.inventory import Inventory
+from formats.scenario import ScenarioError, parse_scenario
+from formats.units import UnitError, parse_duration, parse_memory
 from real.domain import GuestTemplate
 from real.power import TYPES, PowerSpec
-from sim.scenario import ScenarioError, parse_scenario
-from sim.units import UnitError, parse_duration, parse_memory
 
 _REAL_KEYS = ("state", "guest", "emulator", "guest_memory", "migration_uri", "migration_stream",
               "shutdown_timeout", "libvirt_refresh", "run_dir", "mounts", "power")
@@ -134,7 +134,7 @@ def parse_cluster(text: str, path: str = "<string>") -> Cluster:
     doc.setdefault("name", Path(path).stem)
     doc.setdefault("description", "")
     doc.setdefault("duration", "1h")
-    from sim.runner import build_inventory
+    from formats.inventory import build_inventory
 
     try:
         scenario = parse_scenario(to_toml(doc), path)
@@ -283,7 +283,7 @@ def _value(value: Any) -> str:
 
 
 def to_toml(doc: dict[str, Any]) -> str:
-    """Write back what ``tomllib`` read, so ``sim.scenario`` checks it as a scenario."""
+    """Write back what ``tomllib`` read, so ``formats.scenario`` checks it as a scenario."""
     lines: list[str] = []
     plain = {k: v for k, v in doc.items() if not isinstance(v, dict) and not _is_tables(v)}
     lines += [f"{_key(k)} = {_value(v)}" for k, v in plain.items()]

@@ -54,8 +54,8 @@ class HookedManagementShell(ManagementShell):
 
 
 def main() -> int:
+    from neverstop.cli import main as cli_main
     from real import daemon
-    from sim.cli import main as cli_main
 
     daemon.use_management_shell(HookedManagementShell)
     return cli_main()

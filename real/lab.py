@@ -255,7 +255,7 @@ def _subnet_free(subnet: ipaddress.IPv4Network) -> None:
 
 
 def _python() -> list[str]:
-    return [sys.executable, "-m", "sim.cli"]
+    return [sys.executable, "-m", "neverstop"]
 
 
 def up(directory: str = DEFAULT_DIR, hosts: int = 3, subnet: str = DEFAULT_SUBNET, profile: str = "tuned",
@@ -575,7 +575,7 @@ def register(groups: Any) -> None:
 
 
 def _usage(err: Exception) -> int:
-    from sim.cli import UsageError
+    from formats.errors import UsageError
 
     raise UsageError(f"neverstop lab: {err}")
 

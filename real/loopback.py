@@ -146,7 +146,7 @@ class LoopbackCluster:
     def __init__(self, workdir: Path, cluster_toml: str, shared_pools: tuple[str, ...] = (),
                  watchdog: bool = False, hooks: bool = True, state_path: Path | None = None,
                  watchdog_dir: Path | None = None, join_jitter_s: float | None = 0.0) -> None:
-        self.entry = "real.hooks" if hooks else "sim.cli"
+        self.entry = "real.hooks" if hooks else "neverstop"
         self.watchdog = watchdog  # agents pet <dir>/<host>.watchdog (no daemon watches it here)
         self.join_jitter_s = join_jitter_s  # None: the agent's own default (the load benchmark)
         self.dir = workdir

@@ -45,6 +45,7 @@ from actors.messages import (
     VmViewChanged,
 )
 from actors.states import HaLevel
+from formats.units import UnitError, parse_duration
 from real.agent import AgentBoot, AgentShell, HostSpec
 from real.authz import HOST_CAPABILITY, MGMT_LOG
 from real.cluster import Cluster
@@ -53,7 +54,6 @@ from real.power import PowerController, make_controller
 from real.shell import MGMT, Boot, Booted, Nodes, NodeShell, Published
 from real.store import Store
 from real.watchdog import WatchdogTrouble
-from sim.units import UnitError, parse_duration
 
 LIBVIRT_CAPABILITY = "neverstop.libvirt"
 ADDRESS_CAPABILITY = "neverstop.address"

@@ -1,4 +1,5 @@
-"""The ``neverstop`` command line.
+"""``neverstop sim ...``: scenarios on the simulated cluster. Registered by the front door
+(``neverstop.cli``).
 
 Exit codes: 0 all good, 1 a scenario failed (expectation or checker), 2 bad input
 (a malformed file or bad arguments); never a traceback for a user's mistake.
@@ -7,52 +8,25 @@ Exit codes: 0 all good, 1 a scenario failed (expectation or checker), 2 bad inpu
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Any
 
-from actors.config import PROFILES, ConfigError
-from sim.scenario import load_each
-from sim.spec import Scenario
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
+from actors.config import PROFILES
+from formats.errors import EXIT_FAILED, EXIT_OK, UsageError
+from formats.scenario import load_each
+from formats.spec import Scenario
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message} (see --help)")
-
-
-# Modules that add commands: each has ``register(subparsers)`` and sets ``func`` on its
-# parsers. A command group is one line here; its code stays in its own module.
-SIM_COMMANDS: tuple[str, ...] = ("sim.cli_fuzz", "sim.cli_measure")
-GROUPS: tuple[str, ...] = ("real.cli",)
-
-
-def named_group(argv: Sequence[str] | None) -> str | None:
-    """The command group a command line names (its first word), if any."""
-    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
-    return words[0] if words else None
-
-
-def build_parser(group: str | None = None) -> argparse.ArgumentParser:
-    """Every command, or with ``group`` only what that group needs: a daemon started as
-    ``neverstop real agent`` does not import the simulator's fuzzer and measurements (and
-    networkx with them) into each of its processes."""
-    top = Parser(prog="neverstop", description="VM high availability (ZStack NeverStop) as actors: "
-                 "simulate it, measure it, run it.")
-    groups = top.add_subparsers(dest="group", required=True, parser_class=Parser)
+def register(groups: Any, full: bool = True) -> None:
+    """Add the ``sim`` group; ``full=False`` (another group was named) leaves out the
+    commands whose modules pull in the fuzzer, the sweeps and networkx with them."""
     sim = groups.add_parser("sim", help="run scenarios on the simulated cluster",
                             description="Scenarios on the simulated cluster (simpy virtual time).")
-    sub = sim.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub = sim.add_subparsers(dest="command", required=True, parser_class=type(sim))
 
     run = sub.add_parser("run", help="run scenario files and check their expectations",
                          description="Run each scenario, print VM state changes as they happen, the "
@@ -73,11 +47,11 @@ def build_parser(group: str | None = None) -> argparse.ArgumentParser:
                          description="Parse and check scenario files; exit 0 when all are valid, 2 if not.")
     val.add_argument("files", nargs="+", metavar="FILE")
     val.set_defaults(func=cmd_validate)
-    for name in SIM_COMMANDS if group in (None, "sim") else ():
-        importlib.import_module(name).register(sub)
-    for name in GROUPS:
-        importlib.import_module(name).register(groups)
-    return top
+    if full:
+        from sim import cli_fuzz, cli_measure
+
+        cli_fuzz.register(sub)
+        cli_measure.register(sub)
 
 
 def with_profile(scenario: Scenario, profile: str) -> Scenario:
@@ -146,28 +120,3 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"ok  {sc.path}: {sc.name} ({len(sc.hosts)} hosts, {len(sc.vms)} VMs, "
               f"{len(sc.events)} events, {len(sc.expects)} expectations)")
     return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser(named_group(argv)).parse_args(argv)
-        code: int = args.func(args)
-        return code
-    except UsageError as err:
-        print(str(err), file=sys.stderr)
-        return EXIT_USAGE
-    except (ConfigError, OSError) as err:
-        print(f"neverstop: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("neverstop: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    # Through the module's own name: the command groups raise sim.cli.UsageError, which a
-    # second copy of this module running as __main__ would not catch (a traceback instead
-    # of one line, under ``python -m sim.cli``).
-    from sim.cli import main as cli_main
-
-    sys.exit(cli_main())

@@ -48,7 +48,7 @@ def register(sub: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from sim.cli import UsageError
+    from formats.errors import UsageError
 
     if args.seeds < 1 or args.jobs < 1 or args.start < 0:
         raise UsageError("neverstop sim fuzz: --seeds and --jobs must be at least 1, --start at least 0")

@@ -1,9 +1,7 @@
 """``neverstop sim sweep`` and ``neverstop sim tune``: measuring and tuning recovery times.
 
-Registered through ``sim.cli.SIM_COMMANDS``. Bad arguments raise ``ParamError``, a
-``ConfigError``, which the CLI prints as one line and turns into exit code 2; the error
-class deliberately does not come from ``sim.cli``, which may run as ``__main__`` and so
-exist twice.
+Registered by ``sim.cli.register``. Bad arguments raise ``ParamError``, a
+``ConfigError``, which the CLI prints as one line and turns into exit code 2.
 """
 
 from __future__ import annotations
@@ -15,8 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sim.scenario import load_each
-from sim.spec import Scenario
+from formats.scenario import load_each
+from formats.spec import Scenario
 from sim.sweep import ParamError
 
 EXIT_OK, EXIT_FAILED = 0, 1

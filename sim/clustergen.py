@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from actors.config import DEFAULT, PROFILES, HaConfig
 from actors.states import HaLevel, StorageType
-from sim.spec import ALL_NETWORKS, EventSpec, HostSpec, Scenario, StorageSpec, VmSpec
+from formats.spec import ALL_NETWORKS, EventSpec, HostSpec, Scenario, StorageSpec, VmSpec
 
 # Host shapes (vCPU, MiB) and VM shapes (vCPU, MiB, weight): a mix of common instance sizes.
 HOST_SHAPES: tuple[tuple[int, int], ...] = (

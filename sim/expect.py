@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from actors.states import VmState
+from formats.spec import ExpectSpec
 from sim.result import ExpectationResult, FinalVm, Transition
-from sim.spec import ExpectSpec
 
 
 def _fmt(t: float) -> str:

@@ -19,10 +19,10 @@ from random import Random
 from actors.config import PROFILES, HaConfig
 from actors.policy import manager_fence_window_s
 from actors.states import HaLevel, Network, Strategy, VmState
+from formats.spec import EventSpec, ExpectSpec, Scenario
 from sim.clustergen import Cluster, generate_cluster, to_scenario
 from sim.result import RunResult
 from sim.runner import HOST_BOOT_S, Simulation
-from sim.spec import EventSpec, ExpectSpec, Scenario
 
 FAULTS_FROM_S = 30.0
 HEAL_S = 20 * 60.0  # every fault is healed by then

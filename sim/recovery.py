@@ -55,8 +55,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.states import HaLevel, Network, VmState
+from formats.spec import EventSpec, Scenario
 from sim.result import FaultMark, Run, RunResult, Transition
-from sim.spec import EventSpec, Scenario
 
 HOST_FAULTS = frozenset({"power-off", "network-down", "storage-down", "agent-crash"})
 HOST_REPAIRS = frozenset({"power-on", "network-up", "storage-up", "agent-restart"})

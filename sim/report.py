@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TextIO
 
+from formats.table import memory, table
 from sim.result import RunResult, Transition
 
 
@@ -16,18 +16,6 @@ def format_time(t: float) -> str:
 def transition_line(tr: Transition, old: str) -> str:
     arrow = f"{old} -> {tr.state}" if old != "-" else f"{tr.state}"
     return f"  [{format_time(tr.t)}] {tr.vm:<12} {arrow:<26} {tr.host or '-'}"
-
-
-def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  " + "  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True))]
-    lines.append("  " + "  ".join("-" * w for w in widths))
-    lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
-
-
-def memory(mib: int) -> str:
-    return f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
 
 
 def print_summary(result: RunResult, out: TextIO) -> None:

@@ -13,11 +13,6 @@ from actors.durable import DurableState, command_change, restore, view_change
 from actors.host_agent import HostAgent
 from actors.inventory import (
     MANAGER,
-    HostInfo,
-    Inventory,
-    PoolInfo,
-    VmDef,
-    VmInit,
     bmc_addr,
     host_addr,
     pool_addr,
@@ -36,13 +31,14 @@ from actors.messages import (
 )
 from actors.states import Network, VmState
 from actors.storage_pool import StoragePool
+from formats.inventory import build_inventory
+from formats.spec import EventSpec, Scenario
 from sim.devices import PowerController, Watchdog
 from sim.expect import evaluate, final_views
 from sim.hypervisor import SimHypervisor
 from sim.network import Link, NetworkModel
 from sim.result import FaultMark, RunResult, Transition
 from sim.runtime import SimRuntime, collector_paused, seeded
-from sim.spec import EventSpec, Scenario
 from sim.truth import Intent, Truth
 
 MANAGEMENT_NODE = "mgmt"
@@ -57,22 +53,6 @@ def pool_node(pool: str) -> str:
 
 def bmc_node(host: str) -> str:
     return f"bmc:{host}"
-
-
-def build_inventory(scenario: Scenario) -> Inventory:
-    pools = tuple(PoolInfo(s.name, s.type.shared, s.host) for s in scenario.storage)
-    shared = {p.name: p.shared for p in pools}
-    hosts = tuple(
-        HostInfo(h.name, h.cluster, h.cpu, h.memory_mib, h.storage, h.networks, h.power_controller, h.ip)
-        for h in scenario.hosts
-    )
-    cluster = {h.name: h.cluster for h in scenario.hosts}
-    vms = tuple(
-        VmInit(VmDef(v.name, v.cpu, v.memory_mib, v.storage, shared[v.storage], cluster[v.host], v.ip),
-               v.ha, v.state, v.host)
-        for v in scenario.vms
-    )
-    return Inventory(hosts, pools, vms)
 
 
 class Simulation:

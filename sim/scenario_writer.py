@@ -1,6 +1,6 @@
 """Scenarios back to TOML: a generated or shrunk case becomes a file anyone can run.
 
-The output is the format ``sim.scenario`` reads, so ``load_scenario(dump(s))`` gives the
+The output is the format ``formats.scenario`` reads, so ``load_scenario(dump(s))`` gives the
 same scenario back (tests check that round trip).
 """
 
@@ -12,8 +12,8 @@ from enum import Enum
 from typing import Any
 
 from actors.config import DURATION_KEYS, PROFILES
-from sim.spec import ALL_NETWORKS, ExpectSpec, NetworkCondition, Scenario
-from sim.units import format_duration
+from formats.spec import ALL_NETWORKS, ExpectSpec, NetworkCondition, Scenario
+from formats.units import format_duration
 
 
 def _value(value: Any) -> str:

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from actors.config import DURATION_KEYS, KEY_TO_FIELD, PROFILES, ConfigError, HaConfig
+from formats.scenario import CLOCK_DRIFT_MAX
+from formats.spec import Scenario
+from formats.units import UnitError, format_duration, parse_duration
 from sim.progress import Progress
 from sim.recovery import Recovery, false_failovers, neverstop_recoveries, spurious_unknowns
 from sim.result import RunResult
-from sim.scenario import CLOCK_DRIFT_MAX
-from sim.spec import Scenario
-from sim.units import UnitError, format_duration, parse_duration
 
 PROFILE_KEY = "profile"
 NETWORK_KEYS: dict[str, str] = {  # --param key -> NetworkCondition field

@@ -33,7 +33,8 @@ from typing import Any
 
 from actors.config import DEFAULT, DURATION_KEYS, KEY_TO_FIELD, PROFILES, ConfigError, HaConfig
 from actors.states import Strategy
-from sim.spec import NetworkCondition, Scenario
+from formats.spec import NetworkCondition, Scenario
+from formats.units import UnitError, format_duration, parse_duration
 from sim.sweep import (
     ParamError,
     Progress,
@@ -43,7 +44,6 @@ from sim.sweep import (
     percentile,
     scenario_label,
 )
-from sim.units import UnitError, format_duration, parse_duration
 
 # Ladders of values to try, fastest first. Keys that do not bear on recovery (the
 # reconnection confirmations, the retry cap) are left as the start profile has them.
@@ -75,7 +75,7 @@ PROFILE_SKIP = frozenset({"ha.enable", "ha.strategy"})  # policy choices, not ti
 
 def load_network(path: str | Path) -> NetworkCondition:
     """The ``[network]`` table of a TOML file, checked exactly as in a scenario file."""
-    from sim.scenario import ScenarioError, parse_network_table
+    from formats.scenario import ScenarioError, parse_network_table
 
     name = str(path)
     try:

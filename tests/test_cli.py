@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from sim.cli import main
+from neverstop.cli import main
 
 GOOD = "scenarios/vm-crash-shared.toml"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """The real entry point in a child process, so that a traceback would be seen."""
-    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "neverstop", *args], capture_output=True, text=True,
                           timeout=120, cwd=Path(__file__).parent.parent)
 
 

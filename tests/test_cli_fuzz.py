@@ -10,8 +10,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.cli import main
-from sim.scenario import ScenarioError, parse_scenario
+from formats.scenario import ScenarioError, parse_scenario
+from neverstop.cli import main
 
 VALID = Path("scenarios/vm-crash-shared.toml").read_text()
 FUZZ_SETTINGS = settings(max_examples=150, deadline=None,

@@ -9,9 +9,9 @@ import pytest
 
 from actors.config import DEFAULT, TUNED
 from actors.states import HaLevel, StorageType
+from formats.scenario import parse_scenario
 from sim.clustergen import Cluster, generate_cluster, generate_faults, to_scenario
 from sim.runner import run_scenario
-from sim.scenario import parse_scenario
 from sim.scenario_writer import dump_scenario
 
 

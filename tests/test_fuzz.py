@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.states import Network, Strategy
-from sim.cli import main
+from formats.scenario import load_scenario
+from formats.spec import EventSpec
+from neverstop.cli import main
 from sim.clustergen import Cluster, generate_cluster
 from sim.fuzz import HEAL_S, generate_case, liveness_bound_s, run_case
 from sim.runner import run_scenario
-from sim.scenario import load_scenario
-from sim.spec import EventSpec
 
 
 @pytest.mark.parametrize("strategy", ["Permissive", "Force"])
@@ -129,7 +129,7 @@ def test_no_schedule_breaks_safety_or_liveness(strategy: Strategy, faults: list[
 REPLAY_DIGEST = """
 import hashlib, sys
 from sim.runner import Simulation
-from sim.scenario import load_scenario
+from formats.scenario import load_scenario
 sim = Simulation(load_scenario(sys.argv[1]))
 digest = hashlib.sha256()
 sim.runtime.trace(lambda now, to, msg: digest.update(f"{now!r} {to} {msg!r}".encode()))
@@ -166,8 +166,8 @@ def test_lanes_do_not_change_a_run(name: str) -> None:
     clocks make many delays)."""
     import hashlib
 
+    from formats.scenario import load_scenario
     from sim.runner import Simulation
-    from sim.scenario import load_scenario
 
     path = Path(__file__).parent.parent / f"scenarios/{name}.toml"
     digests = []

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from formats.scenario import load_scenario, parse_scenario
 from sim.recovery import Recovery, false_failovers, neverstop_recoveries, recovery, spurious_unknowns
 from sim.result import FaultMark, Run, RunResult, Transition
 from sim.runner import run_scenario
-from sim.scenario import load_scenario, parse_scenario
 
 
 def _result(transitions: list[Transition], runs: list[Run], faults: list[FaultMark],

@@ -11,15 +11,15 @@ import pytest
 
 from actors.config import PROFILES
 from actors.states import HaLevel, Network, StorageType, Strategy, VmState
-from sim.scenario import (
+from formats.scenario import (
     HOST_ACTIONS,
     VM_ACTIONS,
     ScenarioError,
     load_scenario,
     parse_scenario,
 )
-from sim.spec import ACTIONS, ALL_NETWORKS
-from sim.units import UnitError, format_duration, parse_duration, parse_memory
+from formats.spec import ACTIONS, ALL_NETWORKS
+from formats.units import UnitError, format_duration, parse_duration, parse_memory
 
 FULL = """\
 name = "Shared storage: host power loss"
@@ -661,7 +661,7 @@ def test_deep_nesting_is_a_scenario_error() -> None:
         parse_scenario("a = " + "[" * 5000, "x.toml")
 
 
-# One minimal valid event per action: fails if sim.spec gains an action this reader misses.
+# One minimal valid event per action: fails if formats.spec gains an action this reader misses.
 ONE_EVENT = {
     "power-off": 'target = "host-1"',
     "power-on": 'target = "host-1"',

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from formats.scenario import load_scenario
 from sim.cli import with_profile
 from sim.runner import run_scenario
-from sim.scenario import load_scenario
 
 SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").rglob("*.toml"))
 

@@ -13,10 +13,10 @@ import pytest
 
 from actors.config import PROFILES
 from actors.states import Strategy
-from sim.cli import main
+from formats.scenario import load_scenario
+from neverstop.cli import main
 from sim.recovery import false_failovers, neverstop_recoveries
 from sim.runner import run_scenario
-from sim.scenario import load_scenario
 from sim.sweep import (
     ParamError,
     apply_point,
@@ -170,7 +170,7 @@ def test_summary_percentiles_are_nearest_rank() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "neverstop", *args], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
 
 

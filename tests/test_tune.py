@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from actors.config import DEFAULT, PROFILES
-from sim.cli import main
-from sim.scenario import load_scenario
-from sim.spec import NetworkCondition
+from formats.scenario import load_scenario
+from formats.spec import NetworkCondition
+from neverstop.cli import main
 from sim.sweep import ParamError, apply_point
 from sim.tune import load_network, load_profile, moves, profile_text, start_profile, tune
 

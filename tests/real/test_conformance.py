@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from real_harness import LoopbackCluster, record_recovery
 
+from formats.scenario import parse_scenario
 from sim.runner import run_scenario
-from sim.scenario import parse_scenario
 
 CLUSTER = """
 name = "conformance"

@@ -27,7 +27,7 @@ from real.control import control, read_reply
 
 def run_cli(cluster: LoopbackCluster, *argv: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, LOGS_DIRECTORY=str(cluster.dir / "logs" / "cli"), PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "sim.cli", *argv], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "neverstop", *argv], capture_output=True, text=True,
                           timeout=timeout_s, env=env)
 
 
@@ -322,7 +322,7 @@ def test_a_full_watchdog_directory_kills_no_guest_of_a_healthy_agent(tmp_path: P
             try:
                 c.start()
                 daemon = subprocess.Popen(
-                    [sys.executable, "-m", "sim.cli", "real", "watchdog", "--state", state, "--action",
+                    [sys.executable, "-m", "neverstop", "real", "watchdog", "--state", state, "--action",
                      "kill-guests", "--poll", "0.05", "--qemu-pid-dir", str(tmp_path / "qemu"),
                      "--key", c.host_key("host-1")], stderr=subprocess.PIPE, text=True,
                     env=dict(os.environ, PYTHONUNBUFFERED="1"))

@@ -250,7 +250,7 @@ def test_control_requests_need_the_cluster_keys_mac(cluster_key: str) -> None:
 
 def test_daemons_refuse_to_start_unsafely(tmp_path: Path, cluster_key: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from sim.cli import main
+    from neverstop.cli import main
 
     cluster = tmp_path / "cluster.toml"
     cluster.write_text("[[host]]\nname = \"h\"\ncpu = 1\nmemory = \"1GiB\"\n")
@@ -282,7 +282,7 @@ def test_daemons_refuse_to_start_unsafely(tmp_path: Path, cluster_key: str,
 
 
 def test_keygen_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sim.cli import main
+    from neverstop.cli import main
 
     path = str(tmp_path / "c.key")
     assert main(["real", "keygen", path]) == 0

@@ -307,7 +307,7 @@ def test_a_migration_template_is_checked_when_the_file_is_loaded(template: str, 
 
 
 def test_cli_groups_are_registered(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from sim.cli import main
+    from neverstop.cli import main
 
     key = keygen(str(tmp_path / "cluster.key"))
     assert main(["real", "status", "--socket", "/nonexistent/neverstop.sock", "--key", key]) == 2

@@ -435,7 +435,7 @@ def test_a_hanging_sync_does_not_hold_the_reset(tmp_path: Path, monkeypatch: pyt
 
 def start_daemon(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     state = tmp_path / "watchdog.state"
-    proc = subprocess.Popen([sys.executable, "-m", "sim.cli", "real", "watchdog", "--state", str(state),
+    proc = subprocess.Popen([sys.executable, "-m", "neverstop", "real", "watchdog", "--state", str(state),
                              "--action", "kill-guests", "--poll", "0.05", "--qemu-pid-dir",
                              str(tmp_path / "qemu"), "--key", host_key(tmp_path)[0], *extra],
                             stderr=subprocess.PIPE, text=True,
@@ -508,7 +508,7 @@ def test_the_daemon_process_kills_a_guest_whose_agent_stopped_petting(tmp_path: 
 ])
 def test_bad_arguments_get_one_line(args: list[str], message: str, tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from sim.cli import main
+    from neverstop.cli import main
 
     base = ["real", "watchdog", "--state", str(tmp_path / "s"), "--key", host_key(tmp_path)[0]]
     assert main([*base, *args]) == 2
@@ -517,7 +517,7 @@ def test_bad_arguments_get_one_line(args: list[str], message: str, tmp_path: Pat
 
 
 def test_state_that_is_a_directory_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sim.cli import main
+    from neverstop.cli import main
 
     assert main(["real", "watchdog", "--state", str(tmp_path), "--action", "kill-guests",
                  "--key", host_key(tmp_path)[0]]) == 2
@@ -525,7 +525,7 @@ def test_state_that_is_a_directory_is_refused(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_help_explains_the_daemon(capsys: pytest.CaptureFixture[str]) -> None:
-    from sim.cli import main
+    from neverstop.cli import main
 
     with pytest.raises(SystemExit):
         main(["real", "watchdog", "--help"])

@@ -1,4 +1,4 @@
-"""Read a scenario file (TOML) into a ``sim.spec.Scenario``, or say exactly what is wrong.
+"""Read a scenario file (TOML) into a ``formats.spec.Scenario``, or say exactly what is wrong.
 
 Scenario files are written by hand, so every mistake must come back as one line an
 editor can jump to: ``FILE: LOCATION: what is wrong``, for example
@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 from actors.config import DURATION_KEYS, KEY_TO_FIELD, PROFILES, ConfigError, HaConfig
 from actors.states import HaLevel, Network, StorageType, VmState
-from sim.spec import (
+from formats.spec import (
     ACTIONS,
     ALL_NETWORKS,
     EventSpec,
@@ -37,7 +37,7 @@ from sim.spec import (
     StorageSpec,
     VmSpec,
 )
-from sim.units import UnitError, describe, format_duration, parse_duration, parse_memory
+from formats.units import UnitError, describe, format_duration, parse_duration, parse_memory
 
 __all__ = ["ScenarioError", "load_scenario", "parse_scenario"]
 
@@ -64,7 +64,7 @@ DEFAULT_CLUSTER = "Cluster-1"
 # them in full ("ha.enable") is allowed too, but not both at once.
 _HA_SHORTHANDS = {"enable": "ha.enable", "strategy": "ha.strategy"}
 
-# Which kind of thing each targeted action acts on (sim.spec.ACTIONS says which have one).
+# Which kind of thing each targeted action acts on (formats.spec.ACTIONS says which have one).
 HOST_ACTIONS = frozenset(
     {
         "power-off",
@@ -84,7 +84,7 @@ HOST_ACTIONS = frozenset(
     }
 )
 VM_ACTIONS = frozenset({"vm-crash", "vm-stop", "vm-start", "set-ha", "detach-network"})
-# The extra keys of sim.spec.ACTIONS that an event of that action must give.
+# The extra keys of formats.spec.ACTIONS that an event of that action must give.
 _REQUIRED_ARGS: dict[str, frozenset[str]] = {
     "storage-down": frozenset({"pool"}),
     "storage-up": frozenset({"pool"}),
@@ -674,7 +674,7 @@ def _parse_vm(
 
 
 def _action(value: object, where: str) -> str:
-    """An event action from ``sim.spec.ACTIONS``."""
+    """An event action from ``formats.spec.ACTIONS``."""
     action = _text(value, where)
     if action not in ACTIONS:
         raise _Invalid(where, f"unknown action {action!r} (known: {', '.join(sorted(ACTIONS))})")

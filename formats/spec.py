@@ -1,6 +1,6 @@
 """A scenario as data: the cluster, the fault timeline and the expectations.
 
-The TOML parser (``sim.scenario``) produces these; the simulator and the fuzzers
+The TOML parser (``formats.scenario``) produces these; the simulator and the fuzzers
 consume them. Times are seconds of simulated time, memory is MiB.
 """
 

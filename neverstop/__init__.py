@@ -1,0 +1,1 @@
+"""The ``neverstop`` command: the front door above both runtimes (``neverstop.cli``)."""
