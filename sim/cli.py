@@ -102,7 +102,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  timeline written to {path}\n", file=out)
         results.append(result)
     if args.json:
-        doc = [r.as_json() for r in results]
+        from sim.run_json import run_json
+
+        doc = [run_json(r) for r in results]
         text = json.dumps(doc[0] if len(doc) == 1 else doc, indent=2)
         if args.json == "-":
             print(text)

@@ -1,11 +1,11 @@
 """What one simulated run produced: the HA view, the ground truth and the verdicts.
 
-``as_json`` is the documented machine-readable format of ``neverstop sim run --json``.
+``sim.run_json`` renders it as the documented JSON of ``neverstop sim run --json``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -79,24 +79,3 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return not self.violations and all(e.ok for e in self.expectations)
-
-    def as_json(self) -> dict[str, Any]:
-        """The documented JSON of a run. ``recovery`` holds the per-VM, per-incident
-        figures of ``sim.recovery`` (imported here, not at the top: it imports this module)."""
-        from sim.recovery import recovery
-
-        return {
-            "scenario": self.scenario,
-            "seed": self.seed,
-            "profile": self.profile,
-            "duration_s": self.duration_s,
-            "ok": self.ok,
-            "transitions": [asdict(t) for t in self.transitions],
-            "runs": [{"vm": r.vm, "host": r.host, "start": r.start, "end": r.end, "cause": r.cause}
-                     for r in self.runs],
-            "expectations": [asdict(e) for e in self.expectations],
-            "violations": [asdict(v) for v in self.violations],
-            "final": [asdict(f) for f in self.final],
-            "faults": [asdict(f) for f in self.faults],
-            "recovery": [r.as_json() for r in recovery(self)],
-        }

@@ -18,13 +18,14 @@ import csv
 import itertools
 import math
 import os
+import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-from actors.config import DURATION_KEYS, KEY_TO_FIELD, PROFILES, ConfigError, HaConfig
+from actors.config import DEFAULT, DURATION_KEYS, KEY_TO_FIELD, PROFILES, ConfigError, HaConfig
 from formats.scenario import CLOCK_DRIFT_MAX
 from formats.spec import Scenario
 from formats.units import UnitError, format_duration, parse_duration
@@ -149,15 +150,34 @@ def parse_params(texts: Iterable[str]) -> list[Param]:
     return params
 
 
+def load_profile(path: str | Path) -> HaConfig:
+    """Read a profile file: ``[ha]`` with ZStack keys over the default profile."""
+    name = str(path)
+    try:
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ParamError(f"{name}: invalid TOML: {err}") from None
+    table = doc.get("ha")
+    if not isinstance(table, dict) or set(doc) - {"ha"}:
+        raise ParamError(f"{name}: a profile file holds one [ha] table of ZStack keys")
+    config = DEFAULT
+    for key, raw in table.items():
+        if key not in KEY_TO_FIELD:
+            raise ParamError(f"{name}: ha.{key!r}: unknown HA key (known: {', '.join(sorted(KEY_TO_FIELD))})")
+        try:
+            value = parse_duration(raw, f"ha.{key}") if key in DURATION_KEYS else raw
+            config = config.with_key(key, value)
+        except UnitError as err:
+            raise ParamError(f"{name}: {err}") from None
+        except ConfigError as err:
+            raise ParamError(f"{name}: {err}") from None
+    return config
+
+
 def base_config(scenario: Scenario, profile: str) -> HaConfig:
     """``profile`` (a name or a profile file) with the scenario's own [ha] overrides on top,
     as ``neverstop sim run --profile`` does."""
-    if profile in PROFILES:
-        config = PROFILES[profile]
-    else:
-        from sim.tune import load_profile
-
-        config = load_profile(profile)
+    config = PROFILES[profile] if profile in PROFILES else load_profile(profile)
     for key, value in scenario.ha_overrides.items():
         config = config.with_key(key, value)
     return config

@@ -31,16 +31,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from actors.config import DEFAULT, DURATION_KEYS, KEY_TO_FIELD, PROFILES, ConfigError, HaConfig
+from actors.config import DURATION_KEYS, KEY_TO_FIELD, PROFILES, HaConfig
 from actors.states import Strategy
 from formats.spec import NetworkCondition, Scenario
-from formats.units import UnitError, format_duration, parse_duration
+from formats.units import format_duration
 from sim.sweep import (
     ParamError,
     Progress,
     RunRecord,
     Task,
     execute,
+    load_profile,
     percentile,
     scenario_label,
 )
@@ -113,30 +114,6 @@ def profile_text(config: HaConfig, header: Sequence[str] = ()) -> str:
         if key not in PROFILE_SKIP:
             lines.append(f'"{key}" = {_toml_value(key, value)}')
     return "\n".join(lines) + "\n"
-
-
-def load_profile(path: str | Path) -> HaConfig:
-    """Read a profile file: ``[ha]`` with ZStack keys over the default profile."""
-    name = str(path)
-    try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ParamError(f"{name}: invalid TOML: {err}") from None
-    table = doc.get("ha")
-    if not isinstance(table, dict) or set(doc) - {"ha"}:
-        raise ParamError(f"{name}: a profile file holds one [ha] table of ZStack keys")
-    config = DEFAULT
-    for key, raw in table.items():
-        if key not in KEY_TO_FIELD:
-            raise ParamError(f"{name}: ha.{key!r}: unknown HA key (known: {', '.join(sorted(KEY_TO_FIELD))})")
-        try:
-            value = parse_duration(raw, f"ha.{key}") if key in DURATION_KEYS else raw
-            config = config.with_key(key, value)
-        except UnitError as err:
-            raise ParamError(f"{name}: {err}") from None
-        except ConfigError as err:
-            raise ParamError(f"{name}: {err}") from None
-    return config
 
 
 # -- evaluating candidates ---------------------------------------------------------------------------

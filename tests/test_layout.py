@@ -41,6 +41,37 @@ def test_a_package_imports_only_the_layers_below_it(package: str) -> None:
     assert wrong == []
 
 
+def module_imports(path: Path) -> set[str]:
+    """Every project module ``path`` imports, at the top or inside a function (a deferred
+    import is still a dependency)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                 else [])
+        found |= {n for n in names if n.split(".")[0] in LAYERS}
+    return found
+
+
+def test_no_import_circles() -> None:
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts): p
+               for package in LAYERS for p in (ROOT / package).rglob("*.py")}
+    graph = {name: {m for m in module_imports(path) if m in modules and m != name}
+             for name, path in modules.items()}
+    circles = []
+    for start in sorted(graph):
+        stack, seen = [(start, (start,))], set()
+        while stack:
+            here, trail = stack.pop()
+            for nxt in sorted(graph[here]):
+                if nxt == start:
+                    circles.append(" -> ".join((*trail, nxt)))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, (*trail, nxt)))
+    assert circles == []
+
+
 def test_a_runtime_never_imports_the_other() -> None:
     assert not any("sim" in imported_packages(p) for p in (ROOT / "real").rglob("*.py"))
     assert not any("real" in imported_packages(p) for p in (ROOT / "sim").rglob("*.py"))

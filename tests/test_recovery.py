@@ -10,6 +10,7 @@ import pytest
 from formats.scenario import load_scenario, parse_scenario
 from sim.recovery import Recovery, false_failovers, neverstop_recoveries, recovery, spurious_unknowns
 from sim.result import FaultMark, Run, RunResult, Transition
+from sim.run_json import run_json
 from sim.runner import run_scenario
 
 
@@ -259,7 +260,7 @@ def test_shared_host_power_loss_recovery_matches_its_trace() -> None:
 
 
 def test_run_json_has_recovery_and_keeps_every_other_key() -> None:
-    doc = run_scenario(load_scenario("scenarios/vm-crash-shared.toml")).as_json()
+    doc = run_json(run_scenario(load_scenario("scenarios/vm-crash-shared.toml")))
     for key in ("scenario", "seed", "profile", "transitions", "runs", "expectations", "violations",
                 "final", "faults"):
         assert key in doc

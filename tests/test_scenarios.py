@@ -10,6 +10,7 @@ import pytest
 
 from formats.scenario import load_scenario
 from sim.cli import with_profile
+from sim.run_json import run_json
 from sim.runner import run_scenario
 
 SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").rglob("*.toml"))
@@ -36,14 +37,14 @@ def test_scenario_passes(path: Path, profile: str | None) -> None:
 @pytest.mark.parametrize("name", ["total-isolation-force", "shared-host-power-loss", "user-stop"])
 def test_same_seed_same_run(name: str) -> None:
     scenario = load_scenario(f"scenarios/{name}.toml")
-    first = json.dumps(run_scenario(scenario).as_json(), sort_keys=True)
-    second = json.dumps(run_scenario(scenario).as_json(), sort_keys=True)
+    first = json.dumps(run_json(run_scenario(scenario)), sort_keys=True)
+    second = json.dumps(run_json(run_scenario(scenario)), sort_keys=True)
     assert first == second
 
 
 def test_seed_changes_the_run() -> None:
     scenario = load_scenario("scenarios/shared-host-power-loss.toml")
-    runs = {json.dumps(run_scenario(scenario, seed=s).as_json()["transitions"]) for s in (1, 2, 3)}
+    runs = {json.dumps(run_json(run_scenario(scenario, seed=s))["transitions"]) for s in (1, 2, 3)}
     assert len(runs) > 1, "the seed must drive the random choices (boot times, ping phases)"
 
 

@@ -11,8 +11,8 @@ from actors.config import DEFAULT, PROFILES
 from formats.scenario import load_scenario
 from formats.spec import NetworkCondition
 from neverstop.cli import main
-from sim.sweep import ParamError, apply_point
-from sim.tune import load_network, load_profile, moves, profile_text, start_profile, tune
+from sim.sweep import ParamError, apply_point, load_profile
+from sim.tune import load_network, moves, profile_text, start_profile, tune
 
 POWER_LOSS = "scenarios/shared-host-power-loss.toml"
 ISOLATION = "scenarios/total-isolation-force.toml"
