@@ -171,7 +171,12 @@ def load_each(paths: Sequence[str | Path]) -> tuple[list[Scenario], list[str]]:
 
 def parse_scenario(text: str, path: str = "<string>") -> Scenario:
     """Check a scenario given as TOML text; ``path`` is only used in messages."""
-    document = _parse_toml(text, path)
+    return scenario_from_document(_parse_toml(text, path), path)
+
+
+def scenario_from_document(document: dict[str, Any], path: str = "<string>") -> Scenario:
+    """Check a scenario already read from TOML (a cluster file, once its ``[real]`` table is
+    taken out, is read this way: the same checks, the same messages)."""
     try:
         return _build(document, path)
     except (_Invalid, UnitError) as error:

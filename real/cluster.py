@@ -27,9 +27,7 @@ evidence (peers, storage heartbeats).
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import stat
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -38,7 +36,7 @@ from typing import Any
 
 from actors.config import HaConfig
 from actors.inventory import Inventory
-from formats.scenario import ScenarioError, parse_scenario
+from formats.scenario import ScenarioError, scenario_from_document
 from formats.units import UnitError, parse_duration, parse_memory
 from real.domain import GuestTemplate
 from real.power import TYPES, PowerSpec
@@ -48,7 +46,6 @@ _REAL_KEYS = ("state", "guest", "emulator", "guest_memory", "migration_uri", "mi
 _POWER_KEYS = ("type", "address", "user", "password_file", "interface", "command", "pidfile", "timeout")
 _GUESTS = ("kvm", "qemu", "test")
 POWER_TIMEOUT_MAX_S = 60.0  # a power query that takes longer holds up a verdict for nothing
-_BARE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class ClusterError(ValueError):
@@ -137,7 +134,7 @@ def parse_cluster(text: str, path: str = "<string>") -> Cluster:
     from formats.inventory import build_inventory
 
     try:
-        scenario = parse_scenario(to_toml(doc), path)
+        scenario = scenario_from_document(doc, path)
     except ScenarioError as err:
         raise ClusterError(str(err)) from None
     settings = _settings(real, path)
@@ -259,44 +256,3 @@ def _power(spec: Any, where: str, bad: Any) -> PowerSpec:
                      password_file=str(spec.get("password_file", "")),
                      interface=str(spec.get("interface", "lanplus")), command=tuple(command),
                      pidfile=str(spec.get("pidfile", "")), timeout_s=float(timeout))
-
-
-# -- a TOML writer for the parsed document (tables, arrays of tables, plain values) ------------
-
-
-def _key(key: str) -> str:
-    return key if _BARE.fullmatch(key) else json.dumps(key)
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
-    raise ClusterError(f"cannot handle TOML value {value!r}")
-
-
-def to_toml(doc: dict[str, Any]) -> str:
-    """Write back what ``tomllib`` read, so ``formats.scenario`` checks it as a scenario."""
-    lines: list[str] = []
-    plain = {k: v for k, v in doc.items() if not isinstance(v, dict) and not _is_tables(v)}
-    lines += [f"{_key(k)} = {_value(v)}" for k, v in plain.items()]
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            lines.append(f"[{_key(k)}]")
-            lines += [f"{_key(kk)} = {_value(vv)}" for kk, vv in v.items()]
-        elif _is_tables(v):
-            for table in v:
-                lines.append(f"[[{_key(k)}]]")
-                lines += [f"{_key(kk)} = {_value(vv)}" for kk, vv in table.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _is_tables(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)

@@ -14,7 +14,7 @@ from actors.durable import Change, command_change, view_change
 from actors.messages import UserMaintenance, UserSetConfig, UserSetHa, UserStopVm, VmViewChanged
 from actors.states import HaLevel, Strategy, VmState
 from real.cli import format_status
-from real.cluster import ClusterError, parse_cluster, to_toml
+from real.cluster import ClusterError, parse_cluster
 from real.heartbeat import RecordError, encode_record, read_record, reading, record_path, write_record
 from real.keys import keygen, load_key
 from real.management import config_value
@@ -101,13 +101,6 @@ def test_bad_scenario_tables_are_reported_by_the_scenario_parser() -> None:
     with pytest.raises(ClusterError, match=r"vm\[1\]\.host"):
         parse_cluster(CLUSTER.replace('host = "host-1"\nstorage = "nfs-1"',
                                       'host = "host-9"\nstorage = "nfs-1"'))
-
-
-def test_toml_writer_round_trips() -> None:
-    import tomllib
-
-    doc = {"a": 1, "b": "x", "ha": {"ha.enable": True, "x": 1.5}, "host": [{"n": "h", "l": ["p", "q"]}]}
-    assert tomllib.loads(to_toml(doc)) == doc
 
 
 def test_store_restores_intents_and_views(tmp_path: Path) -> None:
