@@ -5,5 +5,5 @@ The layers, each importing only those before it:
   formats/  the cluster and scenario file format, units, user-facing errors and exit codes,
             tables: what an operator writes and reads, the same for simulation and real hosts
   sim/, real/  the two runtimes, siblings: neither imports the other
-  the command line (``sim.cli`` is the front door, with ``real.cli`` as a group)
+  neverstop/  the command line's front door, with the groups ``sim.cli`` and ``real.cli``
 """
