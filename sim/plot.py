@@ -7,6 +7,8 @@ compared with where the guest really executed (the thin black line under each ro
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sim.result import RunResult, Transition
 
 STATE_COLOURS: dict[str, str] = {
@@ -29,7 +31,44 @@ def _segments(result: RunResult, vm: str) -> list[tuple[float, float, Transition
     return [(tr.t, end, tr) for tr, end in zip(changes, ends, strict=True) if end > tr.t]
 
 
-def plot_timeline(result: RunResult, path: str) -> None:
+@dataclass(frozen=True)
+class Bar:
+    """One state of one VM as drawn: row, start and end (seconds), the state and its host."""
+
+    row: int
+    vm: str
+    start: float
+    end: float
+    state: str
+    host: str | None
+    colour: str
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """What the picture shows, before matplotlib draws it: rows (VMs by name, top first),
+    the state bars, where each guest really ran (ground truth) and the injected faults."""
+
+    rows: tuple[str, ...]
+    bars: tuple[Bar, ...]
+    runs: tuple[tuple[int, float, float], ...]  # (row, start, end)
+    faults: tuple[tuple[float, str], ...]  # (t, label)
+
+
+def timeline(result: RunResult) -> Timeline:
+    vms = tuple(sorted({t.vm for t in result.transitions}
+                       | {str(r["name"]) for r in result.vm_table if r.get("name")}))
+    row_of = {vm: i for i, vm in enumerate(vms)}
+    bars = tuple(Bar(row_of[vm], vm, start, end, tr.state, tr.host, STATE_COLOURS.get(tr.state, OTHER_COLOUR))
+                 for vm in vms for start, end, tr in _segments(result, vm))
+    runs = tuple((row_of[r.vm], r.start, result.duration_s if r.end is None else r.end)
+                 for r in result.runs if r.vm in row_of)
+    faults = tuple((f.t, f"{f.action} {f.target or ''}".strip())
+                   for f in sorted(result.faults, key=lambda f: f.t))
+    return Timeline(vms, bars, runs, faults)
+
+
+def plot_timeline(result: RunResult, path: str) -> Timeline:
     """Write the timeline of ``result`` as a PNG at ``path``.
 
     The Agg backend is chosen here, not at import, so that importing this module never
@@ -42,35 +81,28 @@ def plot_timeline(result: RunResult, path: str) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    vms = sorted({t.vm for t in result.transitions}
-                 | {str(r["name"]) for r in result.vm_table if r.get("name")})
-    row_of = {vm: i for i, vm in enumerate(vms)}
+    model = timeline(result)
+    vms = model.rows
     minutes = result.duration_s > 300
     scale = 60.0 if minutes else 1.0
     x_end = max(result.duration_s, 1e-9) / scale
 
     fig, ax = plt.subplots(figsize=(12, 1.8 + 0.55 * max(len(vms), 1)))
     labels = []  # (text, x0, x1) in data units: checked for fit once the layout is final
-    for vm in vms:
-        row = row_of[vm]
-        for start, end, tr in _segments(result, vm):
-            x0, width = start / scale, (end - start) / scale
-            ax.broken_barh([(x0, width)], (row - 0.35, 0.7),
-                           facecolors=STATE_COLOURS.get(tr.state, OTHER_COLOUR))
-            if tr.host:
-                text = ax.text(x0 + width / 2, row, tr.host, ha="center", va="center", fontsize=8,
-                               color="black" if tr.state in LIGHT_STATES else "white", clip_on=True)
-                labels.append((text, x0, x0 + width))
-    for run in result.runs:  # the ground truth: where the guest really executed
-        if run.vm in row_of:
-            y = row_of[run.vm] + 0.42
-            end = result.duration_s if run.end is None else run.end
-            ax.plot([run.start / scale, end / scale], [y, y], color="black", linewidth=2,
-                    solid_capstyle="butt")
-    for fault in sorted(result.faults, key=lambda f: f.t):
-        x = fault.t / scale
+    for bar in model.bars:
+        x0, width = bar.start / scale, (bar.end - bar.start) / scale
+        ax.broken_barh([(x0, width)], (bar.row - 0.35, 0.7), facecolors=bar.colour)
+        if bar.host:
+            text = ax.text(x0 + width / 2, bar.row, bar.host, ha="center", va="center", fontsize=8,
+                           color="black" if bar.state in LIGHT_STATES else "white", clip_on=True)
+            labels.append((text, x0, x0 + width))
+    for row, start, end in model.runs:  # the ground truth: where the guest really executed
+        y = row + 0.42
+        ax.plot([start / scale, end / scale], [y, y], color="black", linewidth=2, solid_capstyle="butt")
+    for t, label in model.faults:
+        x = t / scale
         ax.axvline(x, color="black", linestyle="--", linewidth=0.8)
-        ax.annotate(f"{fault.action} {fault.target or ''}".strip(), (x, 1.0),
+        ax.annotate(label, (x, 1.0),
                     xycoords=("data", "axes fraction"), xytext=(2, 4), textcoords="offset points",
                     rotation=30, fontsize=7, va="bottom", annotation_clip=False)
 
@@ -94,3 +126,4 @@ def plot_timeline(result: RunResult, path: str) -> None:
             text.remove()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return model

@@ -1,10 +1,11 @@
-"""The timeline plot renders a hand-built run, and an empty one, to a real PNG."""
+"""The timeline plot draws what a hand-built run holds (rows, state bars, ground truth,
+faults), and an empty run, to a real PNG."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sim.plot import plot_timeline
+from sim.plot import OTHER_COLOUR, STATE_COLOURS, plot_timeline
 from sim.result import FaultMark, Run, RunResult, Transition
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -35,11 +36,29 @@ def test_timeline_of_a_small_run(tmp_path: Path) -> None:
         vm_table=[{"name": "vm-a"}, {"name": "vm-b"}, {"name": "vm-c"}],  # vm-c never changed
     )
     path = tmp_path / "timeline.png"
-    plot_timeline(result, str(path))
+    drawn = plot_timeline(result, str(path))
     _assert_png(path)
+    assert drawn.rows == ("vm-a", "vm-b", "vm-c")  # by name, the first on top; vm-c has a row
+    assert [(b.vm, b.start, b.end, b.state, b.host) for b in drawn.bars] == [
+        ("vm-a", 0.0, 120.0, "Running", "host-1"),
+        ("vm-a", 120.0, 130.0, "Unknown", "host-1"),
+        ("vm-a", 130.0, 135.0, "Recovering", None),
+        ("vm-a", 135.0, 140.0, "Starting", "host-2"),
+        ("vm-a", 140.0, 600.0, "Running", "host-2"),
+        ("vm-b", 0.0, 5.0, "Starting", "host-1"),
+        ("vm-b", 5.0, 300.0, "Running", "host-1"),
+        ("vm-b", 300.0, 310.0, "Stopped", None),
+        ("vm-b", 310.0, 600.0, "SomeFutureState", "host-2"),
+    ]
+    assert drawn.bars[-1].colour == OTHER_COLOUR  # an unknown state is drawn, not hidden
+    assert {b.colour for b in drawn.bars if b.state == "Running"} == {STATE_COLOURS["Running"]}
+    assert drawn.runs == ((0, 0.0, 120.0), (0, 140.0, 600.0))  # the ground truth under vm-a
+    assert drawn.faults == ((120.0, "power_off host-1"),)
 
 
 def test_timeline_of_a_run_without_transitions(tmp_path: Path) -> None:
     path = tmp_path / "empty.png"
-    plot_timeline(RunResult(scenario="nothing happened", seed=0, profile="fast", duration_s=60.0), str(path))
+    drawn = plot_timeline(RunResult(scenario="nothing happened", seed=0, profile="fast", duration_s=60.0),
+                          str(path))
     _assert_png(path)
+    assert drawn.rows == () and drawn.bars == () and drawn.runs == () and drawn.faults == ()
