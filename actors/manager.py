@@ -106,7 +106,6 @@ class HostTracker:
     hb_armed: dict[str, int | None] = field(default_factory=dict)  # revision its fencer is armed under
     boot: str | None = None  # its current boot, from its last pong or boot announcement
     joined: bool = False  # it has answered a ping since this manager started
-    grace_over: bool = False  # its power controller said off before it joined: judge it now
     grace_power_t: float = -1e9  # when its power controller was last asked while it was Booting
 
     def usable(self) -> bool:
@@ -412,9 +411,9 @@ class HaManager(Behaviour):
             self._schedule_ping(ctx, t, PING_RETRY_S)
 
     def _booting(self, ctx: Context, t: HostTracker) -> bool:
-        """Not heard since this manager started, within the join grace, and not proven off."""
-        return (t.connected and not t.joined and not t.grace_over
-                and ctx.now() - self.started_t < self.config.host_join_grace_s)
+        """Not heard since this manager started and within the join grace. A host its power
+        controller proved off is disconnected, and only a pong, which joins it, reconnects it."""
+        return t.connected and not t.joined and ctx.now() - self.started_t < self.config.host_join_grace_s
 
     def _host_booted(self, ctx: Context, host: str) -> None:
         """A host (re)started its agent: its guests may be gone; look at once."""
@@ -541,7 +540,6 @@ class HaManager(Behaviour):
             # Off, not booting: judged now. The check round that starts asks the controller
             # again, and that answer, of this disconnection, is the proof.
             ctx.log(f"manager: {t.name} has not joined and its power controller says off")
-            t.grace_over = True
             self._disconnect(ctx, t)
             return
         if msg.powered_on or t.connected or t.all_gone or msg.req < t.first_check_req:

@@ -44,13 +44,12 @@ def _cleanup_all() -> None:
 atexit.register(_cleanup_all)
 
 
-def ephemeral_ports() -> range:
-    """The ports the kernel hands out to outgoing connections."""
+def first_ephemeral_port() -> int:
+    """The lowest port the kernel hands out to outgoing connections."""
     try:
-        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        low, high = 32768, 60999
-    return range(low, high + 1)
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port_block(n: int) -> int:
@@ -58,7 +57,7 @@ def free_port_block(n: int) -> int:
     range: hundreds of processes talking to each other take ephemeral ports for their
     outgoing connections, and one of them on an agent's fixed admin port keeps that
     agent's Thespian admin from starting (seen at 32 and 64 agents)."""
-    top = min(ephemeral_ports().start, 65000) - n
+    top = min(first_ephemeral_port(), 65000) - n
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(10000, max(10001, top))

@@ -63,8 +63,8 @@ MANAGER_GLOBAL_NAME = "neverstop-manager"
 TRANSITIONS_KEPT = 1000  # recent VM state changes shown by the status (wall-clock times)
 STORE_RETRY_S = 2.0  # a failed store write is tried again this often
 PLACING_MAX = 8  # agent shells being placed at once
-BOOT_RESEND_S = 2.0  # a placed shell's boot message goes again this often until it answers:
-# Thespian gives up a transmit after 2 s, and one to a shell still being created waits for it
+BOOT_RESEND_S = 2.0  # a placed shell's boot message goes again this often until it answers: a
+# transmit to a shell still being created waits for its address, and Thespian gives it up (5 s)
 AGENT_BOOT_TIMEOUT_S = 15.0  # a placement not booted by then is made again (the creation itself
 # may be lost); each new attempt for the same host waits twice as long, up to 8 times: a host too
 # busy to start a process in time is not helped by a second one
@@ -300,9 +300,9 @@ class ManagementShell(NodeShell):
         lost (a transmit that timed out under load) is otherwise never seen again."""
         now = time.monotonic()
         for host, since in list(self.placing.items()):
-            if now - since > self._boot_timeout_s(host):
-                self.log(f"{host}: its agent shell did not boot within {self._boot_timeout_s(host):g} s: "
-                         "placing it again")
+            timeout_s = self._boot_timeout_s(host)
+            if now - since > timeout_s:
+                self.log(f"{host}: its agent shell did not boot within {timeout_s:g} s: placing it again")
                 del self.placing[host]
                 self.boots.pop(host, None)
                 self.to_place.append(host)

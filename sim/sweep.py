@@ -150,13 +150,21 @@ def parse_params(texts: Iterable[str]) -> list[Param]:
     return params
 
 
+def read_toml_file(path: str | Path) -> dict[str, Any]:
+    """A settings file (a profile, a network condition) as TOML; a one-line ParamError
+    for a file that is not TOML or not UTF-8 text."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ParamError(f"{path}: invalid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise ParamError(f"{path}: not UTF-8 text") from None
+
+
 def load_profile(path: str | Path) -> HaConfig:
     """Read a profile file: ``[ha]`` with ZStack keys over the default profile."""
     name = str(path)
-    try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ParamError(f"{name}: invalid TOML: {err}") from None
+    doc = read_toml_file(path)
     table = doc.get("ha")
     if not isinstance(table, dict) or set(doc) - {"ha"}:
         raise ParamError(f"{name}: a profile file holds one [ha] table of ZStack keys")

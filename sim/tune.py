@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +42,7 @@ from sim.sweep import (
     execute,
     load_profile,
     percentile,
+    read_toml_file,
     scenario_label,
 )
 
@@ -79,12 +79,7 @@ def load_network(path: str | Path) -> NetworkCondition:
     from formats.scenario import ScenarioError, parse_network_table
 
     name = str(path)
-    try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ParamError(f"{name}: invalid TOML: {err}") from None
-    except UnicodeDecodeError:
-        raise ParamError(f"{name}: not UTF-8 text") from None
+    doc = read_toml_file(path)
     extra = sorted(set(doc) - {"network", "name", "description"})
     if extra:
         raise ParamError(f"{name}: unknown key {extra[0]!r} (a network file holds a [network] table)")
